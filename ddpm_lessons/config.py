@@ -1,0 +1,74 @@
+"""Profiles and devices.
+
+``profile()`` picks the sizes the notebooks use:
+
+* ``ci``  -- ``CI=true`` or ``DDPM_LESSONS_PROFILE=ci``: tiny sizes, each notebook well under a minute on 2 CPU cores;
+* ``cpu`` -- the default without CUDA: a few minutes per notebook on a laptop;
+* ``gpu`` -- CUDA present: bigger models and data.
+
+The maths a notebook shows is the same in every profile; only sizes (training steps, sample counts, model width)
+change. ``sizes(name)`` returns the numbers for one profile so a notebook reads ``S = sizes()`` and uses ``S.train_steps``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+PROFILES = ("ci", "cpu", "gpu")
+
+
+def profile() -> str:
+    """Return the active profile name: ``ci``, ``cpu`` or ``gpu``.
+
+    ``DDPM_LESSONS_PROFILE`` wins when set; otherwise ``CI=true`` selects ``ci``, and CUDA selects ``gpu``.
+    """
+    explicit = os.environ.get("DDPM_LESSONS_PROFILE", "").strip().lower()
+    if explicit:
+        if explicit not in PROFILES:
+            raise ValueError(f"DDPM_LESSONS_PROFILE={explicit!r} is not one of {PROFILES}")
+        return explicit
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        return "ci"
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def device() -> torch.device:
+    """The device the notebooks train on: CUDA when present (and the profile is ``gpu``), else CPU."""
+    if profile() == "gpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Sizes a notebook reads from the active profile."""
+
+    name: str
+    T: int  # diffusion steps of the trained models
+    mixture_train_steps: int  # optimiser steps for the 2-D MLP denoiser
+    digits_train_steps: int  # optimiser steps for the digits U-Net
+    n_samples: int  # 2-D samples drawn for metrics and plots
+    n_images: int  # digit images generated per evaluation
+    mc_samples: int  # Monte Carlo draws for the numeric checks
+    batch_size: int
+
+
+_SIZES = {
+    "ci": Sizes("ci", T=1000, mixture_train_steps=1500, digits_train_steps=400, n_samples=2000, n_images=200,
+                mc_samples=200_000, batch_size=256),
+    "cpu": Sizes("cpu", T=1000, mixture_train_steps=6000, digits_train_steps=3000, n_samples=5000, n_images=1000,
+                 mc_samples=1_000_000, batch_size=256),
+    "gpu": Sizes("gpu", T=1000, mixture_train_steps=20000, digits_train_steps=20000, n_samples=20000, n_images=5000,
+                 mc_samples=4_000_000, batch_size=512),
+}
+
+
+def sizes(name: str | None = None) -> Sizes:
+    """Sizes for profile ``name`` (default: the active profile)."""
+    name = name or profile()
+    if name not in _SIZES:
+        raise ValueError(f"profile {name!r} is not one of {PROFILES}")
+    return _SIZES[name]
