@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name != name:
                 raise
             continue
-        register = getattr(mod, "add_subparser", None) or getattr(mod, "add_subparsers")
+        register = getattr(mod, "add_subparser", None) or mod.add_subparsers
         register(sub)
     return parser
 
