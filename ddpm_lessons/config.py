@@ -7,7 +7,8 @@
 * ``gpu`` -- CUDA present: bigger models and data.
 
 The maths a notebook shows is the same in every profile; only sizes (training steps, sample counts, model width)
-change. ``sizes(name)`` returns the numbers for one profile so a notebook reads ``S = sizes()`` and uses ``S.train_steps``.
+change. ``sizes(name)`` returns the numbers for one profile, so a notebook reads ``S = sizes()`` and uses
+``S.mixture_train_steps``.
 """
 
 from __future__ import annotations
