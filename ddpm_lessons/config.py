@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -73,3 +74,9 @@ def sizes(name: str | None = None) -> Sizes:
     if name not in _SIZES:
         raise ValueError(f"profile {name!r} is not one of {PROFILES}")
     return _SIZES[name]
+
+
+def cache_dir() -> Path:
+    """The folder for cached models and classifiers: ``$DDPM_LESSONS_CACHE``, else ``~/.cache/ddpm_lessons``."""
+    env = os.environ.get("DDPM_LESSONS_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ddpm_lessons"

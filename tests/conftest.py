@@ -7,6 +7,11 @@ import torch
 
 from ddpm_lessons import schedules
 
+# One intra-op thread per test process: pytest-xdist already runs one process per core, and on a loaded machine
+# small ops on several threads ran 10-100x slower (oversubscription). Also keeps float results independent of the
+# machine's core count.
+torch.set_num_threads(1)
+
 
 class AffineEps(torch.nn.Module):
     """A deterministic stand-in denoiser: ε̂ = a·x_t + b·sin(t/100), elementwise; no training needed.
