@@ -228,8 +228,10 @@ _TRAIN = dict(epochs=20, batch_size=64, lr=3e-3, weight_decay=1e-4)  # ~99% test
 
 
 def cache_dir() -> str:
-    """The user cache folder: ``$DDPM_LESSONS_CACHE`` when set, else ``~/.cache/ddpm_lessons``."""
-    return os.environ.get("DDPM_LESSONS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ddpm_lessons")
+    """The user cache folder (:func:`ddpm_lessons.config.cache_dir`)."""
+    from .config import cache_dir as _cache_dir
+
+    return str(_cache_dir())
 
 
 class DigitClassifier(nn.Module):
