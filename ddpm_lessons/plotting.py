@@ -100,3 +100,32 @@ def schedule_curves(schedules: Sequence, quantity: str = "alpha_bar", ax=None, l
         ax.set_yscale("log")
     ax.legend()
     return ax
+
+
+# ---- vector fields (notebook 05) ---------------------------------------------------------------------------------
+
+__all__ += ["quiver2d"]
+
+
+def quiver2d(points: torch.Tensor | np.ndarray, vectors: torch.Tensor | np.ndarray, ax=None, color: str | None = None,
+             label: str | None = None, scale: float | None = None, width: float = 0.005, title: str | None = None,
+             lim: float | None = None):
+    """Arrows ``vectors`` (N, 2) drawn at ``points`` (N, 2), e.g. a score field ∇log q_t on a grid; equal aspect.
+
+    ``scale`` is matplotlib's: data units per arrow-length unit (larger = shorter arrows); pass the same value to
+    every call that should be compared on one axes. ``lim`` sets a symmetric square window.
+    """
+    if ax is None:
+        _, (ax,) = new_axes(1)
+    p, v = _np(points), _np(vectors)
+    if p.ndim != 2 or p.shape[1] != 2 or v.shape != p.shape:
+        raise ValueError(f"points and vectors must both have shape (N, 2), got {p.shape} and {v.shape}")
+    ax.quiver(p[:, 0], p[:, 1], v[:, 0], v[:, 1], color=color or COLORS["model"], label=label, angles="xy",
+              scale_units="xy", scale=scale, width=width)
+    ax.set_aspect("equal")
+    if lim is not None:
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    if title:
+        ax.set_title(title)
+    return ax

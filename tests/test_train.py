@@ -1,0 +1,259 @@
+"""Training loop: determinism, the NaN guard, a falling loss, save/load, label dropout, the lr schedule, EMA."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ddpm_lessons import schedules
+from ddpm_lessons.models import MLPDenoiser, UNet, mixture_mlp
+from ddpm_lessons.train import EMA, TrainConfig, load, train
+
+SCHED = schedules.linear(100)
+
+
+def _ring_data(n: int = 2048, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four well-separated 2-D clusters with labels 0..3."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    angle = y.float() * (math.pi / 2)
+    x = 2.0 * torch.stack([angle.cos(), angle.sin()], 1) + 0.2 * torch.randn(n, 2, generator=g)
+    return x, y
+
+
+def _small_mlp(**kw) -> MLPDenoiser:
+    return MLPDenoiser(dim=2, hidden=32, num_blocks=1, emb_dim=16, **kw)
+
+
+CFG = TrainConfig(steps=40, batch_size=64, lr=2e-3, warmup=5, log_every=10)
+
+
+def test_same_seed_gives_identical_weights_and_history():
+    x, _ = _ring_data()
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        results.append(train(_small_mlp(), SCHED, x, cfg=CFG, progress=False))
+    a, b = results
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    for k, v in a.ema_model.state_dict().items():
+        assert torch.equal(v, b.ema_model.state_dict()[k]), k
+    assert a.history["loss"] == b.history["loss"]
+    torch.manual_seed(0)
+    c = train(_small_mlp(), SCHED, x, cfg=CFG, progress=False, seed=1)
+    assert c.history["loss"] != a.history["loss"]  # the seed matters
+
+
+def test_training_leaves_the_callers_random_state_alone():
+    x, _ = _ring_data()
+    m = _small_mlp()
+    state = torch.get_rng_state()
+    train(m, SCHED, x, cfg=CFG, steps=3, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+class _NaNAtCall(MLPDenoiser):
+    """Returns NaN from the ``bad_call``-th forward pass on (one call per training step)."""
+
+    def __init__(self, bad_call: int, value: float = float("nan")) -> None:
+        super().__init__(dim=2, hidden=16, num_blocks=1, emb_dim=8)
+        self.calls, self.bad_call, self.value = 0, bad_call, value
+
+    def forward(self, xt, t, cond=None):
+        self.calls += 1
+        out = super().forward(xt, t, cond)
+        return out * self.value if self.calls >= self.bad_call else out
+
+
+@pytest.mark.parametrize("value,word", [(float("nan"), "nan"), (float("inf"), "inf")])
+def test_nan_guard_names_the_step(value, word):
+    x, _ = _ring_data()
+    with pytest.raises(FloatingPointError, match=rf"loss became {word} at step 7\b"):
+        train(_NaNAtCall(7, value), SCHED, x, cfg=CFG, progress=False)
+
+
+def test_short_run_loss_falls():
+    x, _ = _ring_data()
+    torch.manual_seed(0)
+    r = train(_small_mlp(), SCHED, x, cfg=CFG, steps=300, log_every=50, progress=False)
+    losses = r.history["loss"]
+    assert r.history["step"] == [50, 100, 150, 200, 250, 300]
+    # start near E|eps|^2 / D = 1 (zero-initialised output); a 4-cluster denoiser gets well below it
+    assert losses[0] > 0.4 and losses[-1] < 0.6 * losses[0], losses
+    assert len(r.history["lr"]) == len(losses) == len(r.history["time"])
+
+
+def test_short_unet_run_on_images():
+    g = torch.Generator().manual_seed(0)
+    x = torch.tanh(torch.randn(64, 1, 8, 8, generator=g))
+    y = torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(0)
+    m = UNet(in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), image_size=8,
+             num_classes=3, num_groups=4, dropout=0.1)
+    r = train(m, SCHED, x, y, TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup=2, p_uncond=0.2, log_every=10),
+              progress=False)
+    assert all(math.isfinite(v) for v in r.history["loss"])
+    assert r.history["loss"][-1] < r.history["loss"][0]
+    assert not r.model.training and not r.ema_model.training
+
+
+def test_save_load_round_trip(tmp_path):
+    x, y = _ring_data()
+    torch.manual_seed(0)
+    r = train(_small_mlp(num_classes=4, objective="v"), SCHED, x, y, CFG, progress=False, meta={"data": "ring"})
+    path = r.save(tmp_path / "ckpt.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
+    r2 = load(path)
+    assert r2.config == r.config
+    assert r2.history == r.history
+    assert r2.meta["data"] == "ring"
+    assert torch.equal(r2.sched.alpha_bar, SCHED.alpha_bar)
+    assert r2.model.objective == "v" and r2.model.num_classes == 4
+    for mine, theirs in [(r.model, r2.model), (r.ema_model, r2.ema_model)]:
+        for k, v in mine.state_dict().items():
+            assert torch.equal(v, theirs.state_dict()[k]), k
+    xt, t, c = torch.randn(5, 2), torch.tensor([1, 20, 40, 60, 100]), torch.tensor([0, 1, 2, 3, 4])
+    with torch.no_grad():
+        assert torch.equal(r.ema_model(xt, t, c), r2.ema_model(xt, t, c))
+
+
+class _Recorder(MLPDenoiser):
+    """Records the class ids the training loop passes."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=2, hidden=16, num_blocks=1, emb_dim=8, num_classes=4)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, xt, t, cond=None):
+        self.seen.append(cond.clone())
+        return super().forward(xt, t, cond)
+
+
+@pytest.mark.parametrize("p_uncond", [0.0, 0.3])
+def test_label_dropout_rate(p_uncond):
+    x, y = _ring_data()
+    m = _Recorder()
+    train(m, SCHED, x, y, CFG, steps=60, progress=False, p_uncond=p_uncond)
+    seen = torch.cat(m.seen)
+    assert seen.numel() == 60 * 64
+    share_null = float((seen == m.null_label).double().mean())
+    # Bernoulli(p) over n = 3840 labels: standard error sqrt(p(1-p)/n) <= 0.0074, so 0.04 is > 5 SE
+    assert abs(share_null - p_uncond) < 0.04, share_null
+    kept = seen[seen != m.null_label]
+    assert int(kept.min()) >= 0 and int(kept.max()) <= 3
+    # the kept labels keep the data's class balance (each class ~1/4)
+    shares = torch.bincount(kept, minlength=4).double() / kept.numel()
+    assert float((shares - 0.25).abs().max()) < 0.05
+
+
+def test_lr_schedule_warmup_and_cosine():
+    cfg = TrainConfig(steps=110, lr=1e-3, warmup=10, lr_decay="cosine", min_lr_ratio=0.1)
+    assert cfg.lr_at(1) == pytest.approx(1e-4)
+    assert cfg.lr_at(10) == pytest.approx(1e-3)
+    assert cfg.lr_at(60) == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half way through the cosine
+    assert cfg.lr_at(110) == pytest.approx(1e-4)
+    const = TrainConfig(steps=110, lr=1e-3, warmup=0, lr_decay="none")
+    assert const.lr_at(1) == const.lr_at(110) == 1e-3
+
+
+@pytest.mark.parametrize("field,value", [("steps", 0), ("lr", -1.0), ("ema_decay", 1.0), ("p_uncond", 1.5),
+                                         ("loss_type", "l1"), ("lr_decay", "step"), ("grad_clip", 0.0),
+                                         ("objective", "score")])
+def test_bad_config_values_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_bad_inputs_raise_value_errors():
+    x, y = _ring_data()
+    with pytest.raises(ValueError, match="data_y"):
+        train(_small_mlp(), SCHED, x, y, CFG, progress=False)  # labels for an unconditional model
+    with pytest.raises(ValueError, match="p_uncond"):
+        train(_small_mlp(num_classes=4), SCHED, x, None, CFG, progress=False, p_uncond=0.1)
+    with pytest.raises(ValueError, match="objective"):
+        train(_small_mlp(), SCHED, x, None, CFG, progress=False, objective="x0")
+    with pytest.raises(ValueError, match="respaced"):
+        train(_small_mlp(), schedules.respace(SCHED, 10), x, None, CFG, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        train(_small_mlp(), SCHED, x[:10], None, CFG, progress=False)
+
+
+def test_ema_update_rule():
+    m = torch.nn.Linear(2, 2)
+    ema = EMA(m, decay=0.9, warmup=False)
+    start = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    ema.update(m)
+    for k, v in ema.module.state_dict().items():
+        assert torch.allclose(v, start[k] + 0.1)  # 0.9 * old + 0.1 * (old + 1)
+    warm = EMA(m, decay=0.999, warmup=True)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    warm.update(m)  # first update uses min(0.999, 2/11)
+    for k, v in warm.module.state_dict().items():
+        assert torch.allclose(v, m.state_dict()[k] - 1.0 + 9 / 11)
+
+
+def test_zero_ema_decay_copies_the_model():
+    x, _ = _ring_data()
+    r = train(_small_mlp(), SCHED, x, cfg=CFG, progress=False, ema_decay=0.0, steps=5)
+    for k, v in r.model.state_dict().items():
+        assert torch.equal(v, r.ema_model.state_dict()[k])
+
+
+def test_hybrid_loss_with_learned_variance_trains():
+    x, _ = _ring_data()
+    torch.manual_seed(0)
+    r = train(mixture_mlp(learn_sigma=True), SCHED, x, cfg=CFG, progress=False, loss_type="hybrid", steps=20)
+    assert all(math.isfinite(v) for v in r.history["loss"])
+
+
+# ---- the train / sample command-line handlers ----------------------------------------------------------------
+
+
+def test_cli_train_then_sample_scatter(tmp_path, capsys):
+    from ddpm_lessons.cli_train import main
+
+    ckpt, png = tmp_path / "m.pt", tmp_path / "m.png"
+    assert main(["train", "--dataset", "mixture_8", "--n-train", "2000", "--steps", "20", "--batch-size", "64",
+                 "--device", "cpu", "--no-progress", "--out", str(ckpt)]) == 0
+    assert "20 steps" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(ckpt), "--sampler", "ddim", "--steps", "10", "--n", "300",
+                 "--no-progress", "--out", str(png), "--save-tensor", str(tmp_path / "x.pt")]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert torch.load(tmp_path / "x.pt").shape == (300, 2)
+
+
+def test_cli_conditional_digits_image_grid(tmp_path):
+    from ddpm_lessons.cli_train import main
+
+    ckpt, png = tmp_path / "d.pt", tmp_path / "d.png"
+    assert main(["train", "--dataset", "digits", "--conditional", "--steps", "3", "--batch-size", "16",
+                 "--device", "cpu", "--no-progress", "--out", str(ckpt)]) == 0
+    r = load(ckpt)
+    assert r.model.num_classes == 10 and r.config.p_uncond == 0.2 and r.meta["dataset"] == "digits"
+    assert main(["sample", "--checkpoint", str(ckpt), "--sampler", "ddpm", "--steps", "5", "--w", "1", "--n", "20",
+                 "--no-progress", "--out", str(png), "--save-tensor", str(tmp_path / "x.pt")]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert torch.load(tmp_path / "x.pt").shape == (20, 1, 8, 8)
+
+
+def test_cli_bad_arguments_return_2(tmp_path, capsys):
+    from ddpm_lessons.cli_train import main
+
+    assert main(["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["train", "--dataset", "mnist", "--steps", "1", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "--data-dir" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--preset", "mixture_mlp", "--out", str(tmp_path / "m.pt")]) == 2
+    ckpt = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "mixture_8", "--n-train", "500", "--steps", "2", "--batch-size", "32",
+                 "--device", "cpu", "--no-progress", "--out", str(ckpt)]) == 0
+    assert main(["sample", "--checkpoint", str(ckpt), "--w", "2", "--out", str(tmp_path / "x.png")]) == 2
+    assert "conditional" in capsys.readouterr().err
