@@ -1,7 +1,7 @@
 """``ddpm-lessons train`` and ``ddpm-lessons sample``: train a model to a checkpoint, draw samples to a PNG.
 
     ddpm-lessons train --dataset mixture_8 --steps 4000 --out mixture.pt
-    ddpm-lessons train --dataset digits --conditional --p-uncond 0.2 --out digits.pt
+    ddpm-lessons train --dataset digits --conditional --p-uncond 0.1 --out digits.pt
     ddpm-lessons train --dataset cifar10 --data-dir ~/data --device cuda --compile --out cifar.pt
     torchrun --nproc_per_node=2 -m ddpm_lessons.cli_train train --dataset digits --out digits.pt   (DDP)
     ddpm-lessons sample --checkpoint digits.pt --sampler ddim --steps 50 --w 3 --out grid.png
@@ -133,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps = args.steps or (sizes.mixture_train_steps if args.dataset == "mixture_8" else sizes.digits_train_steps)
         overrides = {k: v for k, v in dict(batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                                            ema_decay=args.ema_decay).items() if v is not None}
-        p_uncond = args.p_uncond if args.p_uncond is not None else (0.2 if args.conditional else 0.0)
+        p_uncond = args.p_uncond if args.p_uncond is not None else (0.1 if args.conditional else 0.0)
         cfg = TrainConfig(**{**defaults, **overrides, "steps": steps, "loss_type": args.loss,
                              "objective": args.objective, "seed": args.seed, "p_uncond": p_uncond,
                              "compile": args.compile,

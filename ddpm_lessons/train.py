@@ -613,11 +613,12 @@ PRESETS: dict[str, Preset] = {
     # The same mixture with its component labels, for 2-D classifier-free guidance.
     "mixture_8_cond": Preset("mixture_8", True, dict(batch_size=256, lr=2e-3, warmup=100, ema_decay=0.995,
                                                      p_uncond=0.2), n_train=100_000),
-    # sklearn digits, class-conditional with label dropout, for the sampling / DDIM / CFG lessons.
-    "digits_cfg": Preset("digits", True, dict(batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995,
-                                              p_uncond=0.2)),
+    # sklearn digits, class-conditional with label dropout ([CFG] p_uncond 0.1), for the sampling / DDIM / CFG
+    # lessons; lr and batch tuned for a ~1-minute CPU budget (bench/bench_quality.py).
+    "digits_cfg": Preset("digits", True, dict(batch_size=64, lr=4e-3, warmup=100, ema_decay=0.995,
+                                              p_uncond=0.1)),
     # sklearn digits, unconditional.
-    "digits": Preset("digits", False, dict(batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995)),
+    "digits": Preset("digits", False, dict(batch_size=64, lr=4e-3, warmup=100, ema_decay=0.995)),
 }
 
 

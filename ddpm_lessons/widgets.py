@@ -240,7 +240,7 @@ class GuidanceExplorer(widgets.VBox):
         self.steps_slider = widgets.SelectionSlider(options=list(steps_options), value=steps,
                                                     description="DDIM steps", continuous_update=False)
         self.seed_box = widgets.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed")
-        self.image = widgets.Image(format="png")
+        self.image = widgets.Image(format="png", width=int(80 * figsize[0]))  # 80 dpi: shown at its own size
         self.metrics_html = widgets.HTML()
         self.message = widgets.HTML()
         for control in (self.w_slider, self.class_picker, self.steps_slider, self.seed_box):

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "07_classifier_free_guidance.ipynb"
 ARTIFACT = ROOT / "test-artifacts" / "browser_guidance.png"
 CHROMIUM = "/usr/bin/chromium"
-EXTRA_ARGS: list[str] = []
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 RUN_ALL_TIMEOUT_S = 240  # the notebook takes ~20-45 s in the ci profile on 2 busy cores; the cache is warmed first
@@ -43,6 +41,26 @@ USER_SETTINGS = {
                                                                         "checkForUpdates": False},
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
+
+
+# Polled in the page after "Run All": "done" when every code cell has an execution count and the kernel is idle;
+# "failed" when the kernel is idle, some cells were not run and a cell shows an error; "not started" when the kernel
+# stays idle with no cell run or running for 15 s after the click; otherwise false (keep polling).
+RUN_ALL_STATE = """n => {
+    const ERROR = /Traceback|SyntaxError|Cell In\\[/;
+    const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
+    const idle = document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='idle']") !== null;
+    const counted = prompts.filter(t => /\\[\\d+\\]/.test(t)).length;
+    if (prompts.length === n && counted === n && idle) return "done";
+    const stderr = [...document.querySelectorAll(".jp-OutputArea-output[data-mime-type$='stderr']")];
+    if (idle && counted < n && stderr.some(e => ERROR.test(e.textContent))) return "failed";
+    window.__runAllStart = window.__runAllStart || Date.now();
+    if (idle && counted === 0 && !prompts.some(t => t.includes('*')) && Date.now() - window.__runAllStart > 15000) {
+        window.__runAllStart = 0;
+        return "not started";
+    }
+    return false;
+}"""
 
 
 def _free_port() -> int:
@@ -69,11 +87,15 @@ def _jupyterlab(workdir: Path, base: Path, env_extra: dict[str, str]):
            "IPYTHONDIR": str(base / "ipython"), "MPLCONFIGDIR": str(base / "matplotlib"),
            "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"), **env_extra}
     home.mkdir(parents=True, exist_ok=True)
+    # trust the notebooks (signatures live in this JUPYTER_DATA_DIR), as a user does with their own: output of an
+    # untrusted notebook is shown as plain text, widgets included
+    for nb in workdir.glob("*.ipynb"):
+        subprocess.run([sys.executable, "-m", "jupyter", "trust", str(nb)], env=env, check=True, capture_output=True)
     port, token = _free_port(), secrets.token_hex(16)
     log = open(base / "jupyterlab.log", "w")  # noqa: SIM115 -- closed in the finally block
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={workdir}", "--LabApp.extension_manager=readonly", "--LabApp.news_url=None"] + EXTRA_ARGS
+           f"--ServerApp.root_dir={workdir}", "--LabApp.extension_manager=readonly", "--LabApp.news_url=None"]
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     root = f"http://127.0.0.1:{port}"
     try:
@@ -125,6 +147,24 @@ def _warm_cache(cache: str) -> float:
                 os.environ[k] = v
 
 
+def _accept_kernel_dialog(page, seconds: float = 30.0, quiet: float = 2.0) -> None:
+    """Keep the default kernel when JupyterLab asks which one to start (it does for a notebook without outputs);
+    return once the kernel is idle and no dialog has shown for ``quiet`` seconds."""
+    deadline = time.monotonic() + seconds
+    calm_since = None
+    while time.monotonic() < deadline:
+        dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+        if dialog.count():
+            dialog.locator(".jp-mod-accept").click()
+            calm_since = None
+        elif page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count():
+            calm_since = calm_since or time.monotonic()
+            if time.monotonic() - calm_since >= quiet:
+                return
+        page.wait_for_timeout(200)
+    raise AssertionError("the notebook's kernel did not become idle within the time allowed")
+
+
 def _text(page, selector: str) -> str:
     return page.locator(selector).first.inner_text().strip()
 
@@ -144,9 +184,16 @@ def test_guidance_explorer_in_jupyterlab(tmp_path):
 
     workdir = tmp_path / "work"
     workdir.mkdir()
-    copy = workdir / NOTEBOOK.name  # the committed notebook is never opened, so never modified
-    shutil.copyfile(NOTEBOOK, copy)
-    n_code = sum(c.cell_type == "code" for c in nbformat.read(copy, as_version=4).cells)
+    # a copy without outputs: the committed notebook is never opened (so never modified), and every prompt starts
+    # empty, so a number in each one means this run executed it
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.metadata.pop("widgets", None)
+    copy = workdir / NOTEBOOK.name
+    nbformat.write(nb, copy)
+    n_code = sum(c.cell_type == "code" for c in nb.cells)
 
     start = time.perf_counter()
     env_extra = {"DDPM_LESSONS_PROFILE": "ci", "DDPM_LESSONS_CACHE": cache,
@@ -171,23 +218,26 @@ def test_guidance_explorer_in_jupyterlab(tmp_path):
             page = ctx.pages[0] if ctx.pages else ctx.new_page()
             page.goto(f"{root}/lab/tree/{copy.name}?token={token}")
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+            _accept_kernel_dialog(page)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
             timings["page + kernel ready"] = time.perf_counter() - start
 
             t0 = time.perf_counter()
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-            # finished: every code cell's prompt shows a number (not "[*]" or "[ ]") and the kernel is idle
-            page.wait_for_function(
-                """n => {
-                    const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
-                    return p.length === n && p.every(t => /\\[\\d+\\]/.test(t))
-                        && document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='idle']") !== null;
-                }""", arg=n_code, timeout=RUN_ALL_TIMEOUT_S * 1000, polling=500)
+            state = "idle"
+            for _attempt in range(3):  # a menu click that lands before the notebook is ready is retried
+                page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+                page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+                # finished: every code cell's prompt shows a number (not "[*]" or "[ ]") and the kernel is idle;
+                # failed: the kernel is idle, a cell shows a traceback and the rest were not run
+                state = page.wait_for_function(RUN_ALL_STATE, arg=n_code, timeout=RUN_ALL_TIMEOUT_S * 1000,
+                                               polling=500).json_value()
+                if state != "not started":
+                    break
             timings["run all"] = time.perf_counter() - t0
-            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-                                  has_text="Traceback")
-            assert errors.count() == 0, errors.first.inner_text()
+            errors = page.locator(".jp-OutputArea-output[data-mime-type$='stderr']",
+                                  has_text=re.compile(r"Traceback|SyntaxError|Cell In\["))
+            assert state == "done" and errors.count() == 0, \
+                f"Run All ended as {state!r}: " + (errors.first.inner_text()[-3000:] if errors.count() else "")
 
             # the explorer: its w slider, adherence line and picture
             w_slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(r"^w$")))
@@ -219,8 +269,14 @@ def test_guidance_explorer_in_jupyterlab(tmp_path):
             assert float(after[1]) >= float(before[1]), (before, after)
             assert picture.screenshot() != png_before
 
+            metrics_line.scroll_into_view_if_needed()  # the controls, the picture and the numbers in one view
             ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACT))
+        except BaseException:
+            with contextlib.suppress(Exception):  # what the page showed when it failed, for the CI artefacts
+                ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACT.with_name("browser_guidance_failure.png")))
+            raise
         finally:
             ctx.close()
     timings["total (browser part)"] = time.perf_counter() - start

@@ -109,25 +109,29 @@ def test_bad_arguments_raise_value_errors():
 
 
 def test_ddpm_cifar10_has_the_papers_parameter_count():
-    m = ddpm_cifar10()
+    with torch.device("meta"):  # shapes only: no 35.7M-parameter initialisation
+        m, m_sigma, m_cond = ddpm_cifar10(), ddpm_cifar10(learn_sigma=True), ddpm_cifar10(num_classes=10)
     n = count_parameters(m)
     assert round(n / 1e6, 1) == 35.7  # [DDPM] Sec. 4 / App. B: "35.7 million parameters"
     # The [DDPM] reference architecture counts 35,746,307 (diffusers' UNet2DModel in this configuration, checked
     # value by value in the next test, has the same count: ANCHORS.md's 35.75M).
     assert n == 35_746_307
-    assert ddpm_cifar10(learn_sigma=True).out_channels == 6
+    assert m_sigma.out_channels == 6
+    assert count_parameters(m_sigma) == n + 3 * 128 * 9 + 3  # three more output filters of the last 3x3 conv
     # class conditioning adds one (num_classes + 1, 4 ch) table
-    assert count_parameters(ddpm_cifar10(num_classes=10)) == n + 11 * 512
+    assert count_parameters(m_cond) == n + 11 * 512
 
 
 def test_ddpm_cifar10_matches_diffusers_unet2dmodel_count():
     diffusers = pytest.importorskip("diffusers")
-    ref = diffusers.UNet2DModel(
-        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), attention_head_dim=None,
-    )
-    assert count_parameters(ref) == count_parameters(ddpm_cifar10())
+    with torch.device("meta"):
+        ref = diffusers.UNet2DModel(
+            sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
+            layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), attention_head_dim=None,
+        )
+        ours = ddpm_cifar10()
+    assert count_parameters(ref) == count_parameters(ours)
     # same per-kind totals, not just the same sum: conv weights, norm parameters, linear (time) layers
     def by_kind(model: nn.Module) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -137,7 +141,7 @@ def test_ddpm_cifar10_matches_diffusers_unet2dmodel_count():
                 totals[kind] = totals.get(kind, 0) + sum(p.numel() for p in mod.parameters(recurse=False))
         return totals
 
-    ours, theirs = by_kind(ddpm_cifar10()), by_kind(ref)
+    ours, theirs = by_kind(ours), by_kind(ref)
     # diffusers computes q, k, v and the output of attention with Linear layers; we use 1x1 convolutions
     attn = 3 * (256 * 256 + 256) + (256 * 256 + 256)
     n_attn = 2 + 3 + 1  # down 16x16 (2 blocks), up 16x16 (3 blocks), middle

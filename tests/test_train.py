@@ -237,7 +237,7 @@ def test_cli_conditional_digits_image_grid(tmp_path):
     assert main(["train", "--dataset", "digits", "--conditional", "--steps", "3", "--batch-size", "16",
                  "--device", "cpu", "--no-progress", "--out", str(ckpt)]) == 0
     r = load(ckpt)
-    assert r.model.num_classes == 10 and r.config.p_uncond == 0.2 and r.meta["dataset"] == "digits"
+    assert r.model.num_classes == 10 and r.config.p_uncond == 0.1 and r.meta["dataset"] == "digits"
     assert main(["sample", "--checkpoint", str(ckpt), "--sampler", "ddpm", "--steps", "5", "--w", "1", "--n", "20",
                  "--no-progress", "--out", str(png), "--save-tensor", str(tmp_path / "x.pt")]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"

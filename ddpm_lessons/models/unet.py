@@ -317,9 +317,15 @@ def ddpm_cifar10(num_classes: int = 0, learn_sigma: bool = False, objective: str
 
 def digits_unet(num_classes: int = 10, ch: int = 32, ch_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                 attn_resolutions: Sequence[int] = (4,), dropout: float = 0.0, learn_sigma: bool = False,
-                objective: str = "eps", num_groups: int = 8) -> UNet:
+                objective: str = "eps", num_groups: int = 8, scale_shift: bool = True) -> UNet:
     """A tiny class-conditional U-Net for the 8x8 scikit-learn digits that trains in about a minute on a CPU:
-    widths 32 -> 64, attention at 4x4 and in the middle, a few hundred thousand parameters."""
+    widths 32 (8x8) and 64 (4x4), one residual block per level, attention at 4x4 and in the middle, scale-shift
+    conditioning; about 760k parameters (700k without ``scale_shift``), 15 MFLOP per image forward.
+
+    Chosen with ``bench/bench_quality.py``: at a fixed CPU budget, narrower 8x8 levels (16 or 24 channels), a third
+    level, or smaller batches did not beat it; scale-shift conditioning gave about two points of class adherence.
+    """
     return UNet(in_channels=1, ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks,
                 attn_resolutions=attn_resolutions, dropout=dropout, image_size=8, num_classes=num_classes,
-                learn_sigma=learn_sigma, objective=objective, num_heads=1, num_groups=num_groups)
+                learn_sigma=learn_sigma, objective=objective, num_heads=1, num_groups=num_groups,
+                scale_shift=scale_shift)
