@@ -257,3 +257,11 @@ def test_cli_bad_arguments_return_2(tmp_path, capsys):
                  "--device", "cpu", "--no-progress", "--out", str(ckpt)]) == 0
     assert main(["sample", "--checkpoint", str(ckpt), "--w", "2", "--out", str(tmp_path / "x.png")]) == 2
     assert "conditional" in capsys.readouterr().err
+
+
+def test_max_seconds_stops_early_and_records_the_tail():
+    x, _ = _ring_data()
+    r = train(_small_mlp(), SCHED, x, cfg=CFG, progress=False, steps=100_000, max_seconds=0.3)
+    done = r.meta["steps_done"]
+    assert 1 <= done < 100_000
+    assert r.history["step"][-1] == done and math.isfinite(r.history["loss"][-1])
