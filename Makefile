@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
 export DDPM_LESSONS_CACHE ?= $(CURDIR)/.cache/ddpm_lessons
+# One BLAS/OpenMP thread per process: pytest-xdist runs one process (and notebook kernel) per core, and two threads
+# each on two cores ran notebooks several times slower. The committed notebook outputs were computed the same way.
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup lab test test-unit test-notebooks test-browser lint browser-deps clean bench student
 
