@@ -261,6 +261,15 @@ class GaussianMixture:
         x, ab, _ = self._prepare(xt, alpha_bar, label)
         return (-(1 - ab).sqrt() * self.score(x, ab[:, 0], label)).to(xt.dtype)
 
+    def eps_model(self, sched) -> torch.nn.Module:
+        """The exact ε-predictor ε*(x_t, t) = E[ε | x_t] of this mixture, callable like a trained model.
+
+        ``model(xt, t, cond=None)`` with t (B,) in 1..T of ``sched`` and cond None or class ids (the class-conditional
+        optimum; ``null_label`` = K means unconditional). Lets samplers and metrics separate a sampler's own error
+        from a network's ([DSM]; the DSM optimum of [DDPM] Eq. 12's loss).
+        """
+        return _ExactEps(self, sched)
+
     def cfg_score(self, xt: Tensor, alpha_bar: AlphaBar, label, w: float) -> Tensor:
         """Guided score (1 + w) grad log q_t(xt | c) - w grad log q_t(xt) ([CFG] Eq. 6 in score form)."""
         return (1 + w) * self.score(xt, alpha_bar, label) - w * self.score(xt, alpha_bar)
@@ -586,3 +595,26 @@ def batches(x: Tensor, y: Tensor | None = None, batch_size: int = 256,
             idx = perm[i: i + batch_size]
             yield x[idx], (None if y is None else y[idx.to(y.device)])
 
+
+
+class _ExactEps(torch.nn.Module):
+    """Model-protocol wrapper of :meth:`GaussianMixture.eps_opt` (see :meth:`GaussianMixture.eps_model`)."""
+
+    objective, learn_sigma = "eps", False
+
+    def __init__(self, mixture: GaussianMixture, sched) -> None:
+        super().__init__()
+        self.mixture, self.sched = mixture, sched
+        self.num_classes = mixture.num_classes
+        self.null_label = mixture.num_classes if mixture.num_classes else None
+
+    def forward(self, xt: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        ab = self.sched.alpha_bar[t.cpu().long()].to(xt.device)
+        if cond is None or self.null_label is None:
+            return self.mixture.eps_opt(xt, ab)
+        out = self.mixture.eps_opt(xt, ab)
+        for c in torch.unique(cond).tolist():
+            if c != self.null_label:
+                rows = cond == c
+                out[rows] = self.mixture.eps_opt(xt[rows], ab[rows], label=int(c))
+        return out

@@ -443,3 +443,23 @@ def test_batches_cover_each_epoch_and_are_deterministic():
         assert yb is None and sorted(xb[:, 0].tolist()) == list(range(10))
     with pytest.raises(ValueError, match="batch_size"):
         next(data.batches(x, y, batch_size=11))
+
+
+def test_eps_model_is_the_exact_optimum_in_model_form():
+    """eps_model follows the model protocol and equals eps_opt = -sqrt(1 - ab) * score, per class when cond is given."""
+    from ddpm_lessons import schedules
+
+    mix = data.mixture_8()
+    sched = schedules.linear(1000)
+    model = mix.eps_model(sched)
+    g = torch.Generator().manual_seed(0)
+    xt = torch.randn(6, 2, generator=g, dtype=torch.float64) * 2
+    t = torch.tensor([1, 10, 100, 400, 800, 1000])
+    ab = sched.alpha_bar[t]
+    torch.testing.assert_close(model(xt, t), -(1 - ab).sqrt().unsqueeze(1) * mix.score(xt, ab))
+    cond = torch.tensor([0, 3, 8, 3, 7, 8])  # 8 = null label
+    out = model(xt, t, cond)
+    for i, c in enumerate(cond.tolist()):
+        label = None if c == 8 else c
+        torch.testing.assert_close(out[i:i + 1], mix.eps_opt(xt[i:i + 1], ab[i:i + 1], label=label))
+    assert model.null_label == 8 and model.num_classes == 8 and model.objective == "eps"
