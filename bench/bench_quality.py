@@ -42,7 +42,7 @@ from ddpm_lessons.train import pretrained
 # Optimiser steps that fit the time budgets on one core of this machine kind (tuned with this script; the
 # `cpu` profile's sizes in ddpm_lessons.config should match them).
 MIXTURE_STEPS = 4000
-DIGITS_STEPS = 700
+DIGITS_STEPS = 600
 
 
 def _cpu_seconds() -> float:

@@ -148,8 +148,8 @@ def _warm_cache(cache: str) -> float:
 
 
 def _accept_kernel_dialog(page, seconds: float = 30.0, quiet: float = 2.0) -> None:
-    """Keep the default kernel when JupyterLab asks which one to start (it does for a notebook without outputs);
-    return once the kernel is idle and no dialog has shown for ``quiet`` seconds."""
+    """Keep the default kernel when JupyterLab asks which one to start (it sometimes does when it opens a notebook
+    without outputs); return once the kernel is idle and no dialog has shown for ``quiet`` seconds."""
     deadline = time.monotonic() + seconds
     calm_since = None
     while time.monotonic() < deadline:
