@@ -30,7 +30,9 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "07_classifier_free_guidance.ipynb"
 ARTIFACT = ROOT / "test-artifacts" / "browser_guidance.png"
-CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium here and in CI; $CHROMIUM_PATH or a system Chrome elsewhere (e.g. GitHub's Ubuntu runners)
+CHROMIUM = next((p for p in (os.environ.get("CHROMIUM_PATH", ""), "/usr/bin/chromium", "/usr/bin/google-chrome",
+                             "/usr/bin/chromium-browser") if p and os.path.exists(p)), "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 RUN_ALL_TIMEOUT_S = 240  # the notebook takes ~20-45 s in the ci profile on 2 busy cores; the cache is warmed first
