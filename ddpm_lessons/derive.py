@@ -181,7 +181,7 @@ def forward_marginal() -> Derivation:
     der.step(r"A sum of independent zero-mean Gaussians is Gaussian; variances add. Mean coefficient and variance:",
              sp.Tuple(sp.simplify(mean2 / x_tm2), sp.factor(var2)))
     der.step(r"So two steps are one step with $\alpha_t\alpha_{t-1}$ in place of $\alpha_t$:",
-             sp.Eq(var2, 1 - alpha_t * alpha_tm1))
+             sp.Eq(var2, 1 - alpha_t * alpha_tm1, evaluate=False))
     if (sp.simplify(var2 - (1 - alpha_t * alpha_tm1)) != 0
             or sp.simplify(mean2 - sp.sqrt(alpha_t * alpha_tm1) * x_tm2) != 0):
         raise AssertionError("two-step composition failed")

@@ -153,7 +153,8 @@ _BANK: tuple[DrillQuestion, ...] = (
                   "The bound weights the ε-MSE by λ_t = β_t²/(2σ_t² α_t (1-ᾱ_t)), which is huge at small t, where the "
                   "denoising task is easy and perceptually unimportant. Dropping it (uniform weight) re-weights "
                   "towards larger t and gives better samples (FID 3.17 vs 13.51 with the true bound on CIFAR-10) at "
-                  "a worse likelihood (≤ 3.75 vs ≤ 3.70 bits/dim) ([DDPM] §3.4, Table 2). Improved DDPM recovers "
+                  "a worse likelihood (≤ 3.75 vs ≤ 3.70 bits/dim) ([DDPM] §3.4, Tables 1 and 2). "
+                  "Improved DDPM recovers "
                   "likelihood with learned variances and the hybrid loss."),
     DrillQuestion("staff_lt_weight", "staff", "derivation",
                   "Write the weight λ_t with L_{t-1} = λ_t ‖ε - ε_θ‖² for a fixed reverse variance sigma_t².",

@@ -101,12 +101,16 @@ def _log1mexp(a: torch.Tensor) -> torch.Tensor:
 
 
 def prior_kl(sched: Schedule, x0: torch.Tensor) -> torch.Tensor:
-    """L_T = D_KL(q(x_T | x_0) || N(0, I)) summed over dimensions, nats, shape (B,) ([DDPM] Eq. 5)."""
+    """L_T = D_KL(q(x_T | x_0) || N(0, I)) summed over dimensions, nats, shape (B,) ([DDPM] Eq. 5).
+
+    Computed in float64 (the terms nearly cancel when ᾱ_T is tiny) and returned in x0's dtype.
+    """
     fwd.check_finite(x0, "x0")
+    dtype, x0 = x0.dtype, x0.double()
     ab_T = float(sched.alpha_bar[sched.T])
     mean = math.sqrt(ab_T) * x0
     logvar = torch.full_like(x0, math.log1p(-ab_T))
-    return sum_flat(gaussian_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0)))
+    return sum_flat(gaussian_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0))).to(dtype)
 
 
 def decoder_nll(x0: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, bins: int = 256) -> torch.Tensor:

@@ -76,5 +76,5 @@ def test_student_notebook_runs_and_reports_not_yet_answered(path, tmp_path, monk
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
                    ).execute()  # raises CellExecutionError if any cell fails
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    text = "\n".join(str(o.get("text", "")) + "".join(str(v) for v in o.get("data", {}).values()) for o in outputs)
     assert "not yet answered" in text.lower()
