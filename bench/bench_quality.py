@@ -17,9 +17,9 @@ distance in the classifier's features (``ddpm_lessons.metrics.digit_report``), w
 accuracy. Targets: training <= 60 s; w = 0: adherence >= 97 % and diversity >= 90 % of the real images';
 w = 3: adherence >= 99 %.
 
-Timing: wall-clock seconds of the training loop on this machine with ``--threads`` intra-op threads (default 1:
-these small models run slower on two threads, and much slower when other processes share the cores). Times
-measured while other jobs load the CPU are pessimistic; the CPU-seconds column shows the work done.
+Timing: wall-clock seconds of training (data, model and the loop) with ``--threads`` intra-op threads: two on an
+idle machine, one when other processes load the cores (two threads then ran up to ten times slower). Times measured
+while other jobs load the CPU are pessimistic; the CPU-seconds column shows the work done.
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ from ddpm_lessons import data, metrics
 from ddpm_lessons.samplers import sample
 from ddpm_lessons.train import pretrained
 
-# Optimiser steps that fit the time budgets on one core of this machine kind (tuned with this script; the
-# `cpu` profile's sizes in ddpm_lessons.config should match them).
+# Optimiser steps that fit the time budgets on this machine kind (2 cores), measured with this script:
+# mixture 3.6 ms/step on one thread (two threads do not help the small MLP); digits 92 ms/step on one thread,
+# 63 ms/step on two threads of an idle machine.
 MIXTURE_STEPS = 4000
-DIGITS_STEPS = 600
+DIGITS_STEPS = {1: 600, 2: 900}  # by thread count
 
 
 def _cpu_seconds() -> float:
@@ -136,13 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=5000, help="points per evaluation (mixture)")
     parser.add_argument("--per-class", type=int, default=100, help="generated images per class (digits)")
     parser.add_argument("--mixture-steps", type=int, default=MIXTURE_STEPS)
-    parser.add_argument("--digits-steps", type=int, default=DIGITS_STEPS)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--digits-steps", type=int, default=None, help="default: 600 on 1 thread, 900 on 2")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads (default: 2 when the load average is below 0.5, else 1)")
     parser.add_argument("--ablate", action="store_true", help="also train the mixture without EMA / lr decay")
     args = parser.parse_args(argv)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    if args.threads is None:  # two threads on a busy machine ran up to 10x slower than one (oversubscription)
+        args.threads = 2 if load < 0.5 and (os.cpu_count() or 1) >= 2 else 1
+    if args.digits_steps is None:
+        args.digits_steps = DIGITS_STEPS[min(args.threads, 2)]
     torch.set_num_threads(args.threads)
     os.environ.setdefault("DDPM_LESSONS_PROFILE", "cpu")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"bench_quality: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {args.threads} thread(s), load average at start {load:.1f}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")

