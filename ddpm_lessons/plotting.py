@@ -37,6 +37,17 @@ def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().float().numpy() if torch.is_tensor(x) else np.asarray(x)
 
 
+def _square(ax, lim: float | None, title: str | None):
+    """Equal aspect, an optional symmetric window [-lim, lim]², an optional title; returns ax."""
+    ax.set_aspect("equal")
+    if lim is not None:
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def scatter2d(x: torch.Tensor | np.ndarray, ax=None, color: str | None = None, s: float = 2.0, alpha: float = 0.5,
               label: str | None = None, lim: float | None = None, title: str | None = None, c=None, cmap=None):
     """Scatter plot of 2-D points (N, 2) with equal aspect; ``lim`` sets a symmetric square window."""
@@ -45,13 +56,7 @@ def scatter2d(x: torch.Tensor | np.ndarray, ax=None, color: str | None = None, s
     x = _np(x)
     ax.scatter(x[:, 0], x[:, 1], s=s, alpha=alpha, color=None if c is not None else (color or COLORS["model"]),
                c=c, cmap=cmap, label=label, linewidths=0, rasterized=True)
-    ax.set_aspect("equal")
-    if lim is not None:
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-    if title:
-        ax.set_title(title)
-    return ax
+    return _square(ax, lim, title)
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
@@ -122,10 +127,4 @@ def quiver2d(points: torch.Tensor | np.ndarray, vectors: torch.Tensor | np.ndarr
         raise ValueError(f"points and vectors must both have shape (N, 2), got {p.shape} and {v.shape}")
     ax.quiver(p[:, 0], p[:, 1], v[:, 0], v[:, 1], color=color or COLORS["model"], label=label, angles="xy",
               scale_units="xy", scale=scale, width=width)
-    ax.set_aspect("equal")
-    if lim is not None:
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-    if title:
-        ax.set_title(title)
-    return ax
+    return _square(ax, lim, title)

@@ -33,6 +33,16 @@ __all__ = ["DDIMExplorer", "ddim_explorer"]
 # ---- small private helpers (shared by the explorers in this module) --------------------------------------------
 
 
+
+def _check_steps(sched: Schedule, steps: int, steps_options) -> list[int]:
+    """The step-count slider's options as a list, after checking them and the initial ``steps`` (ValueError)."""
+    options = [int(s) for s in steps_options]
+    if not options or any(s < 1 or s > sched.T for s in options) or sorted(set(options)) != options:
+        raise ValueError(f"steps_options must be increasing integers in 1..{sched.T}, got {list(steps_options)}")
+    if steps not in options:
+        raise ValueError(f"steps must be one of steps_options {options}, got {steps!r}")
+    return options
+
 def _png(fig: Figure) -> bytes:
     """Render a matplotlib Figure (not attached to pyplot) to PNG bytes."""
     buf = io.BytesIO()
@@ -160,11 +170,7 @@ def ddim_explorer(model: torch.nn.Module, sched: Schedule, n: int | None = None,
     """
     if not isinstance(sched, Schedule):
         raise ValueError(f"sched must be a ddpm_lessons.schedules.Schedule, got {type(sched).__name__}")
-    options = [int(s) for s in steps_options]
-    if not options or any(s < 1 or s > sched.T for s in options) or sorted(set(options)) != options:
-        raise ValueError(f"steps_options must be increasing integers in 1..{sched.T}, got {list(steps_options)}")
-    if steps not in options:
-        raise ValueError(f"steps must be one of steps_options {options}, got {steps!r}")
+    options = _check_steps(sched, steps, steps_options)
     if not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"eta must lie in [0, 1] (the slider's range), got {eta!r}")
     if n is not None and (not isinstance(n, int) or n < 1):
@@ -455,11 +461,7 @@ def guidance_explorer(model: torch.nn.Module, sched: Schedule | None = None, cla
         raise ValueError(f"w must lie in [0, {GUIDANCE_W_MAX:g}] (the slider's range), got {w!r}")
     if digit != _ALL_CLASSES and not (isinstance(digit, int) and 0 <= digit < num_classes):
         raise ValueError(f"digit must be 'all' or an integer in 0..{num_classes - 1}, got {digit!r}")
-    options = [int(s) for s in steps_options]
-    if not options or any(s < 1 or s > sched.T for s in options) or sorted(set(options)) != options:
-        raise ValueError(f"steps_options must be increasing integers in 1..{sched.T}, got {list(steps_options)}")
-    if steps not in options:
-        raise ValueError(f"steps must be one of steps_options {options}, got {steps!r}")
+    options = _check_steps(sched, steps, steps_options)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
         raise ValueError(f"seed must be an integer in 0..2**31-1, got {seed!r}")
     if not isinstance(cache_size, int) or cache_size < 1:
