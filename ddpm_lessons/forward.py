@@ -119,10 +119,7 @@ def q_posterior(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Te
         log β̃_2 (the true value is -inf) so it stays finite in KLs and interpolations.
     """
     t = _prep(sched, t, ("x0", x0), ("xt", xt))
-    ab, abp = sched.alpha_bar, sched.alpha_bar_prev
-    coef_x0 = abp.sqrt() * sched.beta / (1 - ab)  # [DDPM] Eq. 7, coefficient of x_0
-    coef_xt = sched.alpha.sqrt() * (1 - abp) / (1 - ab)  # [DDPM] Eq. 7, coefficient of x_t
-    mean = extract(coef_x0, t, x0) * x0 + extract(coef_xt, t, xt) * xt
+    mean = _posterior_mean(sched, x0, xt, t)
     return mean, extract(sched.beta_tilde, t, x0), extract(_posterior_log_var(sched), t, x0)
 
 
@@ -203,6 +200,13 @@ def pred_to_x0(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, pred: torch.T
 def _q_sample(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     ab = sched.alpha_bar
     return extract(ab.sqrt(), t, x0) * x0 + extract((1 - ab).sqrt(), t, x0) * noise  # [DDPM] Eq. 4
+
+
+def _posterior_mean(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    ab, abp = sched.alpha_bar, sched.alpha_bar_prev
+    coef_x0 = abp.sqrt() * sched.beta / (1 - ab)  # [DDPM] Eq. 7, coefficient of x_0
+    coef_xt = sched.alpha.sqrt() * (1 - abp) / (1 - ab)  # [DDPM] Eq. 7, coefficient of x_t
+    return extract(coef_x0, t, x0) * x0 + extract(coef_xt, t, xt) * xt
 
 
 def _pred_to_eps(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, pred: torch.Tensor, objective: str

@@ -246,18 +246,17 @@ def training_losses(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, t
 
     # VLB term: the mean is frozen in the hybrid loss so L_vlb only trains the variance ([IDDPM] §3.1).
     pred = out.detach() if loss_type == "hybrid" else out
-    x0_hat = fwd._pred_to_x0(sched, xt, t, pred, objective)
-    mean_hat = _posterior_mean(sched, x0_hat, xt, t)
-    log_var_hat = _model_log_var(sched, t, xt, var_logits, var_type)
-    term = vlb_term(sched, x0, xt, t, mean_hat, log_var_hat, bins=bins) / (x0[0].numel() * math.log(2.0))
+    term = _vlb_of_output(sched, x0, xt, t, pred, var_logits, objective, var_type, bins)
+    term = term / (x0[0].numel() * math.log(2.0))
     return term if loss_type == "vlb" else mse + lambda_vlb * term
 
 
-def _posterior_mean(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """μ̃_t(x_t, x_0) without input validation (hot loops), [DDPM] Eq. 7."""
-    ab, abp = sched.alpha_bar, sched.alpha_bar_prev
-    return (fwd.extract(abp.sqrt() * sched.beta / (1 - ab), t, x0) * x0
-            + fwd.extract(sched.alpha.sqrt() * (1 - abp) / (1 - ab), t, xt) * xt)
+def _vlb_of_output(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, pred: torch.Tensor,
+                   var_logits: torch.Tensor | None, objective: str, var_type: str, bins: int | None) -> torch.Tensor:
+    """The bound's term (nats, (B,)) for one network output: p_θ's mean is μ̃_t(x_t, x̂_0) ([DDPM] Eq. 7 with the
+    predicted x_0), its variance fixed or learned (:func:`_model_log_var`)."""
+    mean_hat = fwd._posterior_mean(sched, fwd._pred_to_x0(sched, xt, t, pred, objective), xt, t)
+    return vlb_term(sched, x0, xt, t, mean_hat, _model_log_var(sched, t, xt, var_logits, var_type), bins=bins)
 
 
 def _model_log_var(sched: Schedule, t: torch.Tensor, like: torch.Tensor, var_logits: torch.Tensor | None,
@@ -311,10 +310,8 @@ def bits_per_dim(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, cond
         noise = _draw(tuple(x0.shape), x0, generator)
         xt = fwd._q_sample(sched, x0, t, noise)
         out, var_logits = _split_output(model, model(xt, t, cond), xt)
-        x0_hat = fwd._pred_to_x0(sched, xt, t, out, getattr(model, "objective", "eps"))
-        mean_hat = _posterior_mean(sched, x0_hat, xt, t)
-        log_var_hat = _model_log_var(sched, t, xt, var_logits, var_type)
-        terms[:, j] = vlb_term(sched, x0, xt, t, mean_hat, log_var_hat, bins=bins).double().cpu() * to_bits
+        term = _vlb_of_output(sched, x0, xt, t, out, var_logits, getattr(model, "objective", "eps"), var_type, bins)
+        terms[:, j] = term.double().cpu() * to_bits
     model.train(was_training)
     prior = prior_kl(sched, x0).double().cpu() * to_bits
     total = prior + (terms * widths).sum(dim=1)
