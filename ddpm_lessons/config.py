@@ -61,9 +61,9 @@ class Sizes:
 # cpu: the steps that reach the issue-4 quality targets in about 20 s (mixture) and 60 s (digits, two threads) on a
 # 2-core machine (bench/bench_quality.py); ci: a fraction of that, enough for the notebooks' asserted trends.
 _SIZES = {
-    "ci": Sizes("ci", T=1000, mixture_train_steps=1500, digits_train_steps=400, n_samples=2000, n_images=200,
+    "ci": Sizes("ci", T=1000, mixture_train_steps=1500, digits_train_steps=120, n_samples=2000, n_images=200,
                 mc_samples=200_000, batch_size=256),
-    "cpu": Sizes("cpu", T=1000, mixture_train_steps=4000, digits_train_steps=900, n_samples=5000, n_images=1000,
+    "cpu": Sizes("cpu", T=1000, mixture_train_steps=4000, digits_train_steps=1000, n_samples=5000, n_images=1000,
                  mc_samples=1_000_000, batch_size=256),
     "gpu": Sizes("gpu", T=1000, mixture_train_steps=20000, digits_train_steps=20000, n_samples=20000, n_images=5000,
                  mc_samples=4_000_000, batch_size=512),

@@ -4,6 +4,10 @@ Shapes: x tensors are (B, ...) with any trailing data axes (B, D) or (B, C, H, W
 paper time steps in 1..T. Coefficients are read from the float64 schedule, then cast to the data's dtype and
 device by :func:`extract`, the one broadcast helper.
 
+No host synchronisation in the hot loops: derived coefficient tables (√ᾱ, √(1-ᾱ), the posterior coefficients, ...)
+are computed once per schedule (``Schedule._derived``), and :func:`extract` keeps one copy of each table per device,
+so a training or sampling step on an accelerator gathers on the device without copying a table from the host.
+
 Relations used (ᾱ = alpha_bar[t]):
     q(x_t | x_0) = N(√ᾱ x_0, (1 - ᾱ) I)                                  [DDPM] Eq. 4
     x_t = √ᾱ x_0 + √(1 - ᾱ) ε                                             reparameterised Eq. 4
@@ -23,9 +27,12 @@ References:
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
 
-from .schedules import Schedule
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+from .schedules import Schedule, _version
 
 __all__ = [
     "extract", "check_finite", "q_sample", "q_mean_variance", "q_posterior", "x0_from_eps", "eps_from_x0",
@@ -43,11 +50,38 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains {n_bad} NaN/inf value(s); inputs must be finite")
 
 
+# Device copies of host tables: CPU tensor -> (its version when copied, {device: copy}). Keyed weakly by identity,
+# so an entry lives as long as its table (a schedule field or a memoised derived table).
+_DEVICE_COPIES: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _on_device(arr: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``arr`` on ``device``, copied once per (table, device) and reused while ``arr`` is unchanged.
+
+    A blocking host-to-device copy synchronises the stream, so a table copied on every call would stall every
+    training or sampling step. The first call per device still copies: under CUDA graph capture, warm up first.
+    """
+    if arr.device == device:
+        return arr
+    if arr.requires_grad or arr.is_inference():  # not safe to share (autograd) or no version counter to watch
+        return arr.to(device)
+    entry = _DEVICE_COPIES.get(arr)
+    if entry is None or entry[0] != _version(arr):
+        entry = (_version(arr), {})
+        _DEVICE_COPIES[arr] = entry
+    copy = entry[1].get(device)
+    if copy is None:
+        with torch.inference_mode(False):  # a normal tensor, usable later outside inference mode too
+            copy = arr.to(device)
+        entry[1][device] = copy
+    return copy
+
+
 def extract(arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``arr[t]`` reshaped to (B, 1, ..., 1) so it broadcasts against ``like`` (B, ...), in like's dtype and device.
 
-    ``arr`` is a schedule tensor (T+1,) in float64; the gather happens in float64 on the CPU before the cast, so a
-    float32 result carries one rounding, not two.
+    ``arr`` is a schedule tensor (T+1,) in float64; the gather happens in float64 (on the CPU for a CPU ``t``, else
+    on t's device from a cached copy of ``arr``) before the cast, so a float32 result carries one rounding, not two.
     """
     t = torch.as_tensor(t)
     if t.dim() != 1:
@@ -57,7 +91,7 @@ def extract(arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Ten
     if t.device.type == "cpu":
         vals = arr[t.long()]
     else:  # gather on t's device: no host synchronisation in training or sampling loops
-        vals = arr.to(t.device)[t.long()]
+        vals = _on_device(arr, t.device)[t.long()]
     return vals.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
 
@@ -90,7 +124,7 @@ def q_sample(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Te
 def q_mean_variance(sched: Schedule, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (B, ...) and variance (B, 1, ..) of q(x_t | x_0) = N(√ᾱ_t x_0, (1-ᾱ_t) I) ([DDPM] Eq. 4)."""
     t = _prep(sched, t, ("x0", x0))
-    return extract(sched.alpha_bar.sqrt(), t, x0) * x0, extract(1 - sched.alpha_bar, t, x0)
+    return extract(_table(sched, "sqrt_ab"), t, x0) * x0, extract(_table(sched, "one_m_ab"), t, x0)
 
 
 def _posterior_log_var(sched: Schedule) -> torch.Tensor:
@@ -120,7 +154,7 @@ def q_posterior(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Te
     """
     t = _prep(sched, t, ("x0", x0), ("xt", xt))
     mean = _posterior_mean(sched, x0, xt, t)
-    return mean, extract(sched.beta_tilde, t, x0), extract(_posterior_log_var(sched), t, x0)
+    return mean, extract(sched.beta_tilde, t, x0), extract(_table(sched, "post_log_var"), t, x0)
 
 
 def x0_from_eps(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -138,15 +172,13 @@ def eps_from_x0(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, x0: torch.Te
 def v_from_eps(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """v = √ᾱ ε - √(1-ᾱ) x_0 ([V] §4), written with x_t: v = (ε - √(1-ᾱ) x_t) / √ᾱ. Shapes (B, ...)."""
     t = _prep(sched, t, ("xt", xt), ("eps", eps))
-    ab = sched.alpha_bar
-    return (eps - extract((1 - ab).sqrt(), t, xt) * xt) / extract(ab.sqrt(), t, xt)
+    return (eps - extract(_table(sched, "sqrt_1m_ab"), t, xt) * xt) / extract(_table(sched, "sqrt_ab"), t, xt)
 
 
 def v_from_x0(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """v = √ᾱ ε - √(1-ᾱ) x_0 ([V] §4), written with x_t: v = (√ᾱ x_t - x_0) / √(1-ᾱ). Shapes (B, ...)."""
     t = _prep(sched, t, ("xt", xt), ("x0", x0))
-    ab = sched.alpha_bar
-    return (extract(ab.sqrt(), t, xt) * xt - x0) / extract((1 - ab).sqrt(), t, xt)
+    return (extract(_table(sched, "sqrt_ab"), t, xt) * xt - x0) / extract(_table(sched, "sqrt_1m_ab"), t, xt)
 
 
 def eps_from_v(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -164,13 +196,13 @@ def x0_from_v(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, v: torch.Tenso
 def score_from_eps(sched: Schedule, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """∇_{x_t} log q_t(x_t) ≈ -ε / √(1-ᾱ_t) ([SDE] Eq. 7 with the VP kernel; [DSM]). Shapes (B, ...)."""
     t = _prep(sched, t, ("eps", eps))
-    return -eps / extract((1 - sched.alpha_bar).sqrt(), t, eps)
+    return -eps / extract(_table(sched, "sqrt_1m_ab"), t, eps)
 
 
 def eps_from_score(sched: Schedule, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     """ε = -√(1-ᾱ_t) ∇ log q_t(x_t), the inverse of :func:`score_from_eps`. Shapes (B, ...)."""
     t = _prep(sched, t, ("score", score))
-    return -score * extract((1 - sched.alpha_bar).sqrt(), t, score)
+    return -score * extract(_table(sched, "sqrt_1m_ab"), t, score)
 
 
 def _check_objective(objective: str) -> None:
@@ -194,36 +226,53 @@ def pred_to_x0(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, pred: torch.T
     return _pred_to_x0(sched, xt, t, pred, objective)
 
 
+# Derived float64 tables (T+1,), each computed once per schedule by exactly the expression below (so the values are
+# bit-identical to computing it on every call, as this module used to).
+_TABLES: dict[str, Callable[[Schedule], torch.Tensor]] = {
+    "sqrt_ab": lambda s: s.alpha_bar.sqrt(),  # √ᾱ_t
+    "sqrt_1m_ab": lambda s: (1 - s.alpha_bar).sqrt(),  # √(1-ᾱ_t)
+    "one_m_ab": lambda s: 1 - s.alpha_bar,  # 1-ᾱ_t
+    "inv_sqrt_ab": lambda s: 1 / s.alpha_bar.sqrt(),  # 1/√ᾱ_t
+    "sqrt_inv_ab_m1": lambda s: (1 / s.alpha_bar - 1).sqrt(),  # √(1/ᾱ_t - 1)
+    "post_coef_x0": lambda s: s.alpha_bar_prev.sqrt() * s.beta / (1 - s.alpha_bar),  # [DDPM] Eq. 7, coef. of x_0
+    "post_coef_xt": lambda s: s.alpha.sqrt() * (1 - s.alpha_bar_prev) / (1 - s.alpha_bar),  # [DDPM] Eq. 7, of x_t
+    "post_log_var": _posterior_log_var,  # log β̃_t, clipped at t = 1
+}
+
+
+def _table(sched: Schedule, key: str) -> torch.Tensor:
+    """The memoised derived table ``key`` of ``sched`` (float64 CPU, (T+1,)); see ``_TABLES``."""
+    return sched._derived(key, _TABLES[key])
+
+
 # Unchecked forms for the hot loops (training and sampling), where t was drawn or validated once by the caller and
 # a finiteness check per call would synchronise with the GPU. t: LongTensor (B,).
 
 def _q_sample(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    ab = sched.alpha_bar
-    return extract(ab.sqrt(), t, x0) * x0 + extract((1 - ab).sqrt(), t, x0) * noise  # [DDPM] Eq. 4
+    sqrt_ab, sqrt_1m_ab = extract(_table(sched, "sqrt_ab"), t, x0), extract(_table(sched, "sqrt_1m_ab"), t, x0)
+    return sqrt_ab * x0 + sqrt_1m_ab * noise  # [DDPM] Eq. 4
 
 
 def _posterior_mean(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    ab, abp = sched.alpha_bar, sched.alpha_bar_prev
-    coef_x0 = abp.sqrt() * sched.beta / (1 - ab)  # [DDPM] Eq. 7, coefficient of x_0
-    coef_xt = sched.alpha.sqrt() * (1 - abp) / (1 - ab)  # [DDPM] Eq. 7, coefficient of x_t
-    return extract(coef_x0, t, x0) * x0 + extract(coef_xt, t, xt) * xt
+    # μ̃_t = coef_x0 x_0 + coef_xt x_t, [DDPM] Eq. 7
+    return extract(_table(sched, "post_coef_x0"), t, x0) * x0 + extract(_table(sched, "post_coef_xt"), t, xt) * xt
 
 
 def _pred_to_eps(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, pred: torch.Tensor, objective: str
                  ) -> torch.Tensor:
-    ab = sched.alpha_bar
     if objective == "eps":
         return pred
+    sqrt_ab, sqrt_1m_ab = extract(_table(sched, "sqrt_ab"), t, xt), extract(_table(sched, "sqrt_1m_ab"), t, xt)
     if objective == "x0":  # ε = (x_t - √ᾱ x_0)/√(1-ᾱ), [DDPM] Eq. 4
-        return (xt - extract(ab.sqrt(), t, xt) * pred) / extract((1 - ab).sqrt(), t, xt)
-    return extract(ab.sqrt(), t, xt) * pred + extract((1 - ab).sqrt(), t, xt) * xt  # ε from v, [V] §4
+        return (xt - sqrt_ab * pred) / sqrt_1m_ab
+    return sqrt_ab * pred + sqrt_1m_ab * xt  # ε from v, [V] §4
 
 
 def _pred_to_x0(sched: Schedule, xt: torch.Tensor, t: torch.Tensor, pred: torch.Tensor, objective: str
                 ) -> torch.Tensor:
-    ab = sched.alpha_bar
     if objective == "x0":
         return pred
     if objective == "eps":  # [DDPM] Eq. 15
-        return extract(1 / ab.sqrt(), t, xt) * xt - extract((1 / ab - 1).sqrt(), t, xt) * pred
-    return extract(ab.sqrt(), t, xt) * xt - extract((1 - ab).sqrt(), t, xt) * pred  # x_0 from v, [V] §4
+        return (extract(_table(sched, "inv_sqrt_ab"), t, xt) * xt
+                - extract(_table(sched, "sqrt_inv_ab_m1"), t, xt) * pred)
+    return extract(_table(sched, "sqrt_ab"), t, xt) * xt - extract(_table(sched, "sqrt_1m_ab"), t, xt) * pred  # [V] §4

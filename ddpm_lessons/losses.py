@@ -67,7 +67,11 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     Each grid value x owns the interval [x - δ, x + δ] with δ = 1/(bins - 1) (half the bin width 2/(bins - 1)); the
     edge bins are open-ended: x = -1 owns (-∞, -1 + δ] and x = 1 owns [1 - δ, ∞) ([DDPM] Eq. 13). Probabilities use
     the exact Normal CDF (``torch.special.log_ndtr``; the reference codebases use a tanh approximation) and are
-    floored at 1e-12 so the result is never -inf.
+    floored at 1e-12 so the result is never -inf (the gradient is 0 on the floor). Value and gradient are finite for
+    every finite ``mean`` and ``log_scale``: the tails are cut where they no longer change a floored result, and no
+    ``torch.where`` branch that is thrown away ever sees an input that would make it inf/NaN (such a branch still
+    sends 0·inf = NaN into the backward pass). The one float32 exception: σ > ~1e34 with |mean - x| > ~1e36, where
+    the backward's product (x - mean)·∂/∂u overflows before the 1/σ factor.
 
     Args:
         x: (B, ...) data, values on the grid -1 + 2k/(bins-1). mean, log_scale: broadcastable to x; log_scale = log σ.
@@ -79,14 +83,23 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     fwd.check_finite(x, "x")
     if (x.abs() > 1 + 1e-6).any():
         raise ValueError("x must lie in [-1, 1] (data scaled from the integer grid)")
+    return _discretized_log_likelihood(x, mean, log_scale, bins)
+
+
+def _discretized_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, bins: int
+                                ) -> torch.Tensor:
+    """:func:`discretized_gaussian_log_likelihood` without the input checks (which synchronise with a GPU)."""
     delta = 1.0 / (bins - 1)
-    inv_std = torch.exp(-log_scale)
-    upper = (x - mean + delta) * inv_std
-    lower = (x - mean - delta) * inv_std
+    # 1/σ stays finite (σ below e^-(log max - 1), ~1e-38 in float32, counts as that): exp's backward multiplies by it
+    inv_std = torch.exp(-log_scale.clamp_min(1.0 - math.log(torch.finfo(log_scale.dtype).max)))
+    # Standardised bin edges, cut at ±_Z_MAX: beyond it log Φ is exactly 0 (or far below the floor), so the result
+    # does not change, while log_ndtr's value and backward stay finite and accurate.
+    upper = ((x - mean + delta) * inv_std).clamp(-_Z_MAX, _Z_MAX)
+    lower = ((x - mean - delta) * inv_std).clamp(-_Z_MAX, _Z_MAX)
     log_cdf_upper = torch.special.log_ndtr(upper)  # log Φ(upper): the lowest bin
     log_sf_lower = torch.special.log_ndtr(-lower)  # log(1 - Φ(lower)): the highest bin
     # Middle bins: log(Φ(u) - Φ(l)) = log Φ(u) + log(1 - Φ(l)/Φ(u)), or the mirror image above the mean, so that
-    # neither side cancels in the tails.
+    # neither side cancels in the tails. Both sides are finite everywhere (_log1mexp takes any a <= 0).
     below = torch.special.log_ndtr(upper) + _log1mexp(torch.special.log_ndtr(lower) - torch.special.log_ndtr(upper))
     above = torch.special.log_ndtr(-lower) + _log1mexp(torch.special.log_ndtr(-upper) - torch.special.log_ndtr(-lower))
     log_mid = torch.where(lower > 0, above, below)
@@ -94,10 +107,18 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return out.clamp_min(math.log(1e-12))
 
 
+_Z_MAX = 100.0  # |z| cut for the standardised bin edges: log Φ(100) == 0 and log Φ(-100) ≈ -5005 in float32/64
+
+
 def _log1mexp(a: torch.Tensor) -> torch.Tensor:
-    """log(1 - e^a) for a <= 0, accurate near 0 and for very negative a (Mächler 2012)."""
-    a = a.clamp_max(-1e-300)
-    return torch.where(a > -math.log(2), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+    """log(1 - e^a) for a <= 0, accurate near 0 and for very negative a (Mächler 2012).
+
+    Finite with a finite derivative for every finite a: a is capped at -tiny (so log(1 - e^a) >= log tiny), and each
+    branch gets an input clamped into its own range, so the branch ``torch.where`` discards is never -inf.
+    """
+    a = a.clamp_max(-torch.finfo(a.dtype).tiny)
+    ln2 = math.log(2)
+    return torch.where(a > -ln2, torch.log(-torch.expm1(a.clamp_min(-ln2))), torch.log1p(-torch.exp(a.clamp_max(-ln2))))
 
 
 def prior_kl(sched: Schedule, x0: torch.Tensor) -> torch.Tensor:
@@ -128,17 +149,50 @@ def vlb_term(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tenso
     """
     t = fwd._prep(sched, t, ("x0", x0), ("xt", xt))
     true_mean, _, true_log_var = fwd.q_posterior(sched, x0, xt, t)
-    out = sum_flat(gaussian_kl(true_mean, true_log_var, mean_hat, log_var_hat))
     first = t.to(x0.device) == 1
-    if bool(first.any()):
-        log_var_hat = log_var_hat.expand_as(x0)
-        if bins is None:  # continuous data: the Gaussian density replaces the discretized decoder
-            nll = -sum_flat(Normal(mean_hat[first], (0.5 * log_var_hat[first]).exp()).log_prob(x0[first]))
-        else:
-            nll = decoder_nll(x0[first], mean_hat[first], log_var_hat[first], bins=bins)
-        out = out.clone()
-        out[first] = nll.to(out.dtype)
+    if not bool(first.any()):
+        return sum_flat(gaussian_kl(true_mean, true_log_var, mean_hat, log_var_hat))
+    # The t = 1 rows are overwritten by the decoder term below: their KL is taken at a harmless point (the true mean,
+    # log variance 0) so that an overflow there (extreme mean or variance) cannot put 0·inf = NaN into the gradients.
+    row = first.reshape(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ..., 1)
+    out = sum_flat(gaussian_kl(true_mean, true_log_var, torch.where(row, true_mean, mean_hat),
+                               torch.where(row, torch.zeros_like(log_var_hat), log_var_hat)))
+    log_var_hat = log_var_hat.expand_as(x0)
+    if bins is None:  # continuous data: the Gaussian density replaces the discretized decoder
+        nll = -sum_flat(Normal(mean_hat[first], (0.5 * log_var_hat[first]).exp()).log_prob(x0[first]))
+    else:
+        nll = decoder_nll(x0[first], mean_hat[first], log_var_hat[first], bins=bins)
+    out = out.clone()
+    out[first] = nll.to(out.dtype)
     return out
+
+
+def _vlb_term_nosync(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, mean_hat: torch.Tensor,
+                     log_var_hat: torch.Tensor, bins: int | None) -> torch.Tensor:
+    """:func:`vlb_term` for the training loop on an accelerator: no input checks and no data-dependent indexing.
+
+    ``vlb_term`` picks the t = 1 examples with a boolean mask, which needs their count on the host (a GPU sync).
+    Here both the KL and the decoder term are computed for every example and ``torch.where`` keeps one per example.
+    The decoder is evaluated at a harmless point (mean x_0, unit variance) for the t > 1 examples and the KL at one
+    (the true mean, log variance 0) for the t = 1 examples, so no inf/NaN from an unused branch can leak into the
+    gradients. Agrees with ``vlb_term`` to rounding (not bit for bit: the elementwise kernels see other batch
+    shapes). t: (B,) long on x0's device, already checked.
+    """
+    true_mean = fwd._posterior_mean(sched, x0, xt, t)
+    true_log_var = fwd.extract(fwd._table(sched, "post_log_var"), t, x0)
+    first = t.to(x0.device) == 1  # (B,)
+    row = first.reshape(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ..., 1)
+    # the KL of the t = 1 rows is discarded: it is taken at a harmless point (true mean, log variance 0) likewise
+    kl = sum_flat(gaussian_kl(true_mean, true_log_var, torch.where(row, true_mean, mean_hat),
+                              torch.where(row, torch.zeros_like(log_var_hat), log_var_hat)))  # L_{t-1}, [DDPM] Eq. 5
+    log_var_hat = log_var_hat.expand_as(x0)
+    mean_dec = torch.where(row, mean_hat, x0)
+    log_var_dec = torch.where(row, log_var_hat, torch.zeros_like(log_var_hat))
+    if bins is None:  # continuous data: the Gaussian density replaces the discretized decoder
+        nll = -sum_flat(Normal(mean_dec, (0.5 * log_var_dec).exp(), validate_args=False).log_prob(x0))
+    else:
+        nll = -sum_flat(_discretized_log_likelihood(x0, mean_dec, 0.5 * log_var_dec, bins))  # L_0, [DDPM] Eq. 13
+    return torch.where(first, nll.to(kl.dtype), kl)
 
 
 def vlb_weight(sched: Schedule, t: torch.Tensor, var_type: str = "beta_tilde") -> torch.Tensor:
@@ -210,6 +264,11 @@ def training_losses(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, t
     ``bins`` sets the decoder at t = 1: None (default) scores x_0 with the Gaussian density (continuous data);
     an int uses the discretized decoder on that many levels in [-1, 1] (256 for 8-bit images, 17 for digits).
     t (B,) long in 1..T and noise (B, ...) are drawn with ``generator`` when not given.
+
+    On an accelerator nothing here waits for the device: a given t is range-checked asynchronously
+    (``Schedule.check_t``), coefficient tables are copied to the device once (:func:`ddpm_lessons.forward.extract`)
+    and the VLB picks the t = 1 decoder term with ``torch.where``. A CPU ``generator`` still draws t and the noise
+    on the host and copies them each call; pass a generator on x0's device (or t and noise) to avoid that.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
@@ -221,8 +280,8 @@ def training_losses(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, t
                          "(L_simple leaves its variance untrained)")
     objective = getattr(model, "objective", "eps")
     B = x0.shape[0]
-    if t is None:
-        gdev = generator.device if generator is not None else torch.device("cpu")
+    if t is None:  # drawn on the generator's device (x0's without one): no per-step host-to-device copy
+        gdev = generator.device if generator is not None else x0.device
         t = torch.randint(1, sched.T + 1, (B,), generator=generator, device=gdev).to(x0.device)
     else:
         t = sched.check_t(t).to(x0.device)
@@ -236,8 +295,8 @@ def training_losses(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, t
     elif objective == "x0":
         target = x0
     elif objective == "v":
-        ab = sched.alpha_bar
-        target = fwd.extract(ab.sqrt(), t, x0) * noise - fwd.extract((1 - ab).sqrt(), t, x0) * x0  # [V] §4
+        target = (fwd.extract(fwd._table(sched, "sqrt_ab"), t, x0) * noise
+                  - fwd.extract(fwd._table(sched, "sqrt_1m_ab"), t, x0) * x0)  # [V] §4
     else:
         raise ValueError(f"model.objective must be one of {fwd.OBJECTIVES}, got {objective!r}")
     mse = mean_flat((target - out) ** 2)
@@ -254,9 +313,13 @@ def training_losses(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, t
 def _vlb_of_output(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, pred: torch.Tensor,
                    var_logits: torch.Tensor | None, objective: str, var_type: str, bins: int | None) -> torch.Tensor:
     """The bound's term (nats, (B,)) for one network output: p_θ's mean is μ̃_t(x_t, x̂_0) ([DDPM] Eq. 7 with the
-    predicted x_0), its variance fixed or learned (:func:`_model_log_var`)."""
+    predicted x_0), its variance fixed or learned (:func:`_model_log_var`). On the CPU this is :func:`vlb_term`
+    (checked inputs); elsewhere the sync-free :func:`_vlb_term_nosync`."""
     mean_hat = fwd._posterior_mean(sched, fwd._pred_to_x0(sched, xt, t, pred, objective), xt, t)
-    return vlb_term(sched, x0, xt, t, mean_hat, _model_log_var(sched, t, xt, var_logits, var_type), bins=bins)
+    log_var_hat = _model_log_var(sched, t, xt, var_logits, var_type)
+    if x0.device.type == "cpu":
+        return vlb_term(sched, x0, xt, t, mean_hat, log_var_hat, bins=bins)
+    return _vlb_term_nosync(sched, x0, xt, t, mean_hat, log_var_hat, bins)
 
 
 def _model_log_var(sched: Schedule, t: torch.Tensor, like: torch.Tensor, var_logits: torch.Tensor | None,
@@ -264,11 +327,24 @@ def _model_log_var(sched: Schedule, t: torch.Tensor, like: torch.Tensor, var_log
     """log σ_t²: fixed (β̃ or β, see :func:`_sigma2`) or learned as log σ² = v log β + (1 - v) log β̃ with
     v = (logits + 1)/2 ([IDDPM] Eq. 15). Shape (B, 1, ...) when fixed, like ``var_logits`` when learned."""
     if var_logits is None:
-        return fwd.extract(torch.log(_sigma2(sched, var_type)), t, like)
+        if var_type not in _LOG_SIGMA2:
+            _sigma2(sched, var_type)  # raises the ValueError naming the allowed values
+        return fwd.extract(sched._derived(f"log_sigma2_{var_type}", _LOG_SIGMA2[var_type]), t, like)
     frac = (var_logits + 1) / 2
-    max_log = fwd.extract(torch.log(sched.beta.clamp_min(1e-300)), t, like)
-    min_log = fwd.extract(fwd._posterior_log_var(sched), t, like)
+    max_log = fwd.extract(sched._derived("log_beta", _log_beta), t, like)
+    min_log = fwd.extract(fwd._table(sched, "post_log_var"), t, like)
     return frac * max_log + (1 - frac) * min_log  # [IDDPM] Eq. 15
+
+
+def _log_beta(sched: Schedule) -> torch.Tensor:
+    """log β_t (T+1,), with log β_0 = log 1e-300 instead of -inf."""
+    return torch.log(sched.beta.clamp_min(1e-300))
+
+
+_LOG_SIGMA2 = {  # log σ_t² of the fixed reverse variances, memoised per schedule by _model_log_var
+    "beta_tilde": lambda s: torch.log(_sigma2(s, "beta_tilde")),
+    "beta": lambda s: torch.log(_sigma2(s, "beta")),
+}
 
 
 @torch.no_grad()

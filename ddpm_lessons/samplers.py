@@ -145,20 +145,31 @@ def ddim_step(sched: Schedule, xt: torch.Tensor, t: int, t_prev: int, eps_hat: t
 
 def _cond_tensor(model: torch.nn.Module, cond: int | torch.Tensor | None, B: int, device: torch.device
                  ) -> torch.Tensor | None:
-    """Normalise ``cond`` (None, an int class, or ids (B,)) to a LongTensor (B,) or None, with range checks."""
+    """Normalise ``cond`` (None, an int class, or ids (B,)) to a LongTensor (B,) or None, with range checks.
+
+    An int is checked on the host and filled on ``device`` (no host-to-device copy); ids already on an accelerator
+    are range-checked with ``torch._assert_async`` (no host synchronisation; see ``Schedule.check_t``).
+    """
     if cond is None:
         return None
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     if num_classes <= 0:
         raise ValueError("cond was given but the model is unconditional (model.num_classes is 0)")
+    null = getattr(model, "null_label", num_classes)
+    bad_range = f"cond class ids must lie in 0..{num_classes - 1} (or {null} for unconditional)"
+    if isinstance(cond, int):
+        if not 0 <= cond <= num_classes:
+            raise ValueError(bad_range)
+        return torch.full((B,), int(cond), dtype=torch.long, device=device)
     c = torch.as_tensor(cond, dtype=torch.long, device=device)
     if c.dim() == 0:
         c = c.expand(B)
     if c.shape != (B,):
         raise ValueError(f"cond must be an int or a LongTensor of shape ({B},), got shape {tuple(c.shape)}")
-    null = getattr(model, "null_label", num_classes)
-    if int(c.min()) < 0 or int(c.max()) > num_classes:
-        raise ValueError(f"cond class ids must lie in 0..{num_classes - 1} (or {null} for unconditional)")
+    if c.device.type != "cpu":
+        torch._assert_async(((c >= 0) & (c <= num_classes)).all(), bad_range)
+    elif int(c.min()) < 0 or int(c.max()) > num_classes:
+        raise ValueError(bad_range)
     return c
 
 

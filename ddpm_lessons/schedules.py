@@ -25,11 +25,32 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 __all__ = ["Schedule", "linear", "cosine", "from_beta", "respace"]
+
+
+def _version(x: torch.Tensor) -> int:
+    """The tensor's in-place version counter (inference tensors have none and read as -1)."""
+    return -1 if x.is_inference() else x._version
+
+
+class _TableMemo(dict):
+    """A Schedule's memo of derived tables (key -> (source versions, table, table version)). Host-side bookkeeping
+    only: a deepcopy or pickle of the schedule starts with an empty memo instead of carrying the tables along (a
+    shallow copy shares it, as it shares the field tensors)."""
+
+    def __reduce__(self):
+        return (_TableMemo, ())
+
+    def __copy__(self) -> _TableMemo:
+        return _TableMemo()
+
+    def __deepcopy__(self, memo: dict) -> _TableMemo:
+        return _TableMemo()
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,8 @@ class Schedule:
     timesteps: torch.Tensor
     name: str = "custom"
     parent_T: int = field(default=0)  # T of the chain this one was respaced from (= T when not respaced)
+    # derived float64 tables computed once (see :meth:`_derived`); not part of the value
+    _memo: _TableMemo = field(default_factory=_TableMemo, init=False, repr=False, compare=False)
 
     @property
     def snr(self) -> torch.Tensor:
@@ -61,12 +84,42 @@ class Schedule:
         """log(ᾱ_t / (1 - ᾱ_t)), shape (T+1,); ``log_snr[0]`` is +inf."""
         return torch.log(self.alpha_bar) - torch.log1p(-self.alpha_bar)
 
+    def _derived(self, key: str, fn: Callable[[Schedule], torch.Tensor]) -> torch.Tensor:
+        """The table ``fn(self)`` (a CPU float64 tensor), computed on first use and then reused.
+
+        The hot loops read the same derived coefficients (√ᾱ, √(1-ᾱ), log β̃, ...) on every call; computing each
+        once keeps its value bit-identical to a fresh ``fn(self)`` and gives it a stable identity, so
+        :func:`ddpm_lessons.forward.extract` copies it to an accelerator once. ``key`` names ``fn`` (one key, one
+        function). An in-place change to a schedule field or to the returned table (tracked by the tensors'
+        version counters) triggers a recomputation.
+        """
+        srcs = (self.beta, self.alpha, self.alpha_bar, self.alpha_bar_prev, self.beta_tilde, self.timesteps)
+        versions = tuple(_version(x) for x in srcs)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] == versions and hit[2] == _version(hit[1]):
+            return hit[1]
+        table = fn(self)
+        self._memo[key] = (versions, table, _version(table))
+        return table
+
     def check_t(self, t: torch.Tensor | int, name: str = "t") -> torch.Tensor:
-        """Return ``t`` as a LongTensor after checking every entry lies in 1..T (ValueError otherwise)."""
+        """Return ``t`` as a LongTensor after checking every entry lies in 1..T.
+
+        Python ints and CPU tensors raise ValueError. A tensor on an accelerator is checked without a host
+        synchronisation (this runs in every training step): ``torch._assert_async`` queues the range test on the
+        device, and a violation surfaces as a device-side assert at a later synchronisation point. Unlike a
+        ValueError that error is fatal to the CUDA context, but an out-of-range index would otherwise either fail
+        the same way inside the gather (t > T) or silently read the wrong coefficient (t <= 0 wraps around).
+        """
         t = torch.as_tensor(t)
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise ValueError(f"{name} must hold integer time steps in 1..{self.T}, got dtype {t.dtype}")
         t = t.long()
+        if t.device.type != "cpu":
+            if t.numel():
+                torch._assert_async(((t >= 1) & (t <= self.T)).all(),
+                                    f"{name} must lie in 1..{self.T} (paper indexing; t = 0 is the data itself)")
+            return t
         if t.numel() and (int(t.min()) < 1 or int(t.max()) > self.T):
             raise ValueError(
                 f"{name} must lie in 1..{self.T} (paper indexing; t = 0 is the data itself), "

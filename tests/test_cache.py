@@ -202,3 +202,15 @@ def test_pretrained_trains_once_then_loads(_isolated_cache):
     assert len(list(_isolated_cache.iterdir())) == 2
     with pytest.raises(ValueError, match="name"):
         pretrained("imagenet")
+
+
+def test_cache_key_of_a_schedule_ignores_its_memo_of_derived_tables():
+    # a schedule used by a training loop memoises derived tables; the key (and the stored key_config) must not see it
+    from ddpm_lessons import forward, schedules
+
+    sched = schedules.cosine(50)
+    before = cache_key({"schedule": sched})
+    forward.q_sample(sched, torch.zeros(2, 3), torch.tensor([1, 50]), torch.ones(2, 3))
+    assert cache_key({"schedule": sched}) == before
+    assert cache_key({"schedule": schedules.cosine(50)}) == before
+    assert cache_key({"schedule": schedules.linear(50)}) != before

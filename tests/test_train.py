@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace as dataclasses_replace
 
 import pytest
 import torch
 
-from ddpm_lessons import schedules
+from ddpm_lessons import forward, schedules
 from ddpm_lessons.models import MLPDenoiser, UNet, mixture_mlp
-from ddpm_lessons.train import EMA, TrainConfig, load, train
+from ddpm_lessons.train import EMA, TrainConfig, load, min_snr_weight, train
 
 SCHED = schedules.linear(100)
 
@@ -164,7 +165,7 @@ def test_lr_schedule_warmup_and_cosine():
 
 @pytest.mark.parametrize("field,value", [("steps", 0), ("lr", -1.0), ("ema_decay", 1.0), ("p_uncond", 1.5),
                                          ("loss_type", "l1"), ("lr_decay", "step"), ("grad_clip", 0.0),
-                                         ("objective", "score")])
+                                         ("objective", "score"), ("snr_gamma", 0.0), ("snr_gamma", float("nan"))])
 def test_bad_config_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
@@ -268,3 +269,40 @@ def test_max_seconds_stops_early_and_records_the_tail():
     done = r.meta["steps_done"]
     assert 1 <= done < 100_000
     assert r.history["step"][-1] == done and math.isfinite(r.history["loss"][-1])
+
+
+@pytest.mark.parametrize("objective", ["eps", "x0", "v"])
+def test_min_snr_weight_is_min_snr_gamma_on_the_x0_error(objective):
+    # [MinSNR]: whatever the network predicts, the weighted loss must equal min(SNR_t, gamma) * ||x0 - x0_hat||^2.
+    # Checked through the package's exact conversions between eps, x0 and v, independently of the weight formula.
+    sched, gamma = schedules.cosine(200), 5.0
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([1, 3, 20, 60, 120, 199, 200])
+    x0, noise, x0_hat = (torch.randn(7, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    xt = forward.q_sample(sched, x0, t, noise)
+    eps_hat = forward.eps_from_x0(sched, xt, t, x0_hat)
+    v, v_hat = forward.v_from_eps(sched, xt, t, noise), forward.v_from_eps(sched, xt, t, eps_hat)
+    target, pred = {"eps": (noise, eps_hat), "x0": (x0, x0_hat), "v": (v, v_hat)}[objective]
+    weighted = min_snr_weight(sched, gamma, objective)[t] * ((target - pred) ** 2).sum(1)
+    snr = sched.alpha_bar[t] / (1 - sched.alpha_bar[t])
+    expected = snr.clamp(max=gamma) * ((x0 - x0_hat) ** 2).sum(1)
+    torch.testing.assert_close(weighted, expected, rtol=1e-9, atol=0)
+
+
+def test_snr_gamma_needs_the_simple_loss():
+    with pytest.raises(ValueError, match="snr_gamma"):
+        TrainConfig(snr_gamma=5.0, loss_type="hybrid")
+    with pytest.raises(ValueError, match="objective"):
+        min_snr_weight(SCHED, 5.0, "score")
+
+
+def test_snr_gamma_reweights_training():
+    # The weighted run must differ from the plain one and still learn (loss falls).
+    x, _ = _ring_data()
+    cfg = TrainConfig(steps=60, batch_size=64, lr=2e-3, warmup=5, log_every=10, snr_gamma=1.0)
+    torch.manual_seed(0)
+    plain = train(_small_mlp(), SCHED, x, None, dataclasses_replace(cfg, snr_gamma=None), progress=False)
+    torch.manual_seed(0)  # the same initial weights: only the weighting differs
+    weighted = train(_small_mlp(), SCHED, x, None, cfg, progress=False)
+    assert weighted.history["loss"] != plain.history["loss"]
+    assert weighted.history["loss"][-1] < weighted.history["loss"][0]
