@@ -6,7 +6,8 @@ Measures, in one run on one card, same batch and precision (bf16 autocast):
   * DDIM-50 sampling throughput at batch 256: ours (``ddpm_lessons.samplers.sample`` over a model compiled with
     CUDA graphs, coefficients as Python floats, no host synchronisation per step) vs diffusers' scheduler loop (eager);
   * model FLOPs per image (``torch.utils.flop_counter.FlopCounterMode``) and the achieved fraction of the card's
-    measured bf16 matmul throughput.
+    measured bf16 matmul throughput;
+  * (CUDA only) whether one package training-loss step and a DDIM chain run without host synchronisation.
 Prints a table and ratios against diffusers; targets (issue 9): training >= 1.5x diffusers compiled and >= 27% of
 the matmul ceiling; DDIM-50 >= 3x diffusers' eager loop.
 
@@ -111,6 +112,39 @@ def make_train_step(model, call, batch, image_size, device, use_bf16, channels_l
     return step
 
 
+def host_sync_report(model: torch.nn.Module, device: torch.device, image_size: int) -> str:
+    """Run one package training-loss step (forward and backward) and a 2-step DDIM chain twice: the first call copies
+    the schedule tables to the device, the second runs under ``torch.cuda.set_sync_debug_mode("error")``, where any
+    host synchronisation raises. Returns one line for the report."""
+    from ddpm_lessons import losses
+
+    sched = schedules.linear(1000)
+    g = torch.Generator(device).manual_seed(0)
+    x0 = torch.randn(8, 3, image_size, image_size, device=device, generator=g)
+
+    def once() -> None:
+        model.train()
+        t = torch.randint(1, sched.T + 1, (8,), device=device, generator=g)
+        noise = torch.randn(x0.shape, device=device, generator=g)
+        losses.training_losses(model, sched, x0, t=t, noise=noise).mean().backward()
+        model.eval()
+        with torch.no_grad():
+            samplers.sample(model, sched, tuple(x0.shape), method="ddim", steps=2, progress=False, device=device,
+                            generator=g)
+
+    once()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        once()
+        return "host synchronisations in one training-loss step and a DDIM chain: none"
+    except RuntimeError as err:
+        return f"host synchronisation found: {str(err).strip().splitlines()[0][:200]}"
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        model.zero_grad(set_to_none=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=128)
@@ -213,6 +247,9 @@ def main() -> None:
     run_sample("ours eager", ours, False, True)
     if compile_ok:
         run_sample("ours compiled (CUDA graphs)", ours, True, True)
+
+    if device.type == "cuda":
+        print(host_sync_report(ours, device, image_size))
 
     base = {r[0].split()[0]: r[1] for r in rows if "diffusers" in r[0] and ("compiled" in r[0] or "DDIM" in r[0])}
     base.setdefault("train", next(r[1] for r in rows if r[0] == "train diffusers eager"))
