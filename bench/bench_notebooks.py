@@ -1,10 +1,11 @@
 """Wall time of every notebook and of the whole suite, per profile.
 
-    python bench/bench_notebooks.py                  # ci and cpu profiles, fresh model cache each
+    python bench/bench_notebooks.py                  # ci and cpu profiles, a fresh model cache for each
     python bench/bench_notebooks.py --profiles ci    # one profile
 
-Each notebook runs in a fresh kernel (nbclient) from a fresh model cache, so the time includes any training it
-triggers; the peer for the "suite" line is the CI budget the issues set (30 s per notebook in the ci profile).
+Each notebook runs in a fresh kernel (nbclient), in order, with one model cache per profile that starts empty, so
+a notebook's time includes training every model that no earlier notebook needed; the peer for the "suite" line is
+the CI budget the issues set (30 s per notebook in the ci profile).
 """
 
 from __future__ import annotations
