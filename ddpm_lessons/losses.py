@@ -152,11 +152,7 @@ def vlb_term(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tenso
     first = t.to(x0.device) == 1
     if not bool(first.any()):
         return sum_flat(gaussian_kl(true_mean, true_log_var, mean_hat, log_var_hat))
-    # The t = 1 rows are overwritten by the decoder term below: their KL is taken at a harmless point (the true mean,
-    # log variance 0) so that an overflow there (extreme mean or variance) cannot put 0·inf = NaN into the gradients.
-    row = first.reshape(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ..., 1)
-    out = sum_flat(gaussian_kl(true_mean, true_log_var, torch.where(row, true_mean, mean_hat),
-                               torch.where(row, torch.zeros_like(log_var_hat), log_var_hat)))
+    out = _kl_except(first, true_mean, true_log_var, mean_hat, log_var_hat)
     log_var_hat = log_var_hat.expand_as(x0)
     if bins is None:  # continuous data: the Gaussian density replaces the discretized decoder
         nll = -sum_flat(Normal(mean_hat[first], (0.5 * log_var_hat[first]).exp()).log_prob(x0[first]))
@@ -167,6 +163,19 @@ def vlb_term(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tenso
     return out
 
 
+def _kl_except(first: torch.Tensor, true_mean: torch.Tensor, true_log_var: torch.Tensor, mean_hat: torch.Tensor,
+               log_var_hat: torch.Tensor) -> torch.Tensor:
+    """KL(q(x_{t-1}|x_t,x_0) || p_θ(x_{t-1}|x_t)) summed per example (B,), nats, for examples whose t > 1.
+
+    The rows marked by ``first`` (t = 1, (B,) bool) are replaced by the decoder term by the caller; their KL is
+    taken at a harmless point (the true mean, log variance 0) so that an overflow there (extreme mean or variance)
+    cannot put 0·inf = NaN into the gradients.
+    """
+    row = first.reshape(-1, *([1] * (true_mean.dim() - 1)))  # (B, 1, ..., 1)
+    return sum_flat(gaussian_kl(true_mean, true_log_var, torch.where(row, true_mean, mean_hat),
+                                torch.where(row, torch.zeros_like(log_var_hat), log_var_hat)))
+
+
 def _vlb_term_nosync(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, mean_hat: torch.Tensor,
                      log_var_hat: torch.Tensor, bins: int | None) -> torch.Tensor:
     """:func:`vlb_term` for the training loop on an accelerator: no input checks and no data-dependent indexing.
@@ -174,7 +183,7 @@ def _vlb_term_nosync(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: tor
     ``vlb_term`` picks the t = 1 examples with a boolean mask, which needs their count on the host (a GPU sync).
     Here both the KL and the decoder term are computed for every example and ``torch.where`` keeps one per example.
     The decoder is evaluated at a harmless point (mean x_0, unit variance) for the t > 1 examples and the KL at one
-    (the true mean, log variance 0) for the t = 1 examples, so no inf/NaN from an unused branch can leak into the
+    (see :func:`_kl_except`) for the t = 1 examples, so no inf/NaN from an unused branch can leak into the
     gradients. Agrees with ``vlb_term`` to rounding (not bit for bit: the elementwise kernels see other batch
     shapes). t: (B,) long on x0's device, already checked.
     """
@@ -182,9 +191,7 @@ def _vlb_term_nosync(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: tor
     true_log_var = fwd.extract(fwd._table(sched, "post_log_var"), t, x0)
     first = t.to(x0.device) == 1  # (B,)
     row = first.reshape(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ..., 1)
-    # the KL of the t = 1 rows is discarded: it is taken at a harmless point (true mean, log variance 0) likewise
-    kl = sum_flat(gaussian_kl(true_mean, true_log_var, torch.where(row, true_mean, mean_hat),
-                              torch.where(row, torch.zeros_like(log_var_hat), log_var_hat)))  # L_{t-1}, [DDPM] Eq. 5
+    kl = _kl_except(first, true_mean, true_log_var, mean_hat, log_var_hat)  # L_{t-1}, [DDPM] Eq. 5
     log_var_hat = log_var_hat.expand_as(x0)
     mean_dec = torch.where(row, mean_hat, x0)
     log_var_dec = torch.where(row, log_var_hat, torch.zeros_like(log_var_hat))

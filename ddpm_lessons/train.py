@@ -154,8 +154,9 @@ def min_snr_weight(sched: Schedule, gamma: float, objective: str) -> torch.Tenso
     min(SNR_t, gamma) / (SNR_t + 1) for "v". Low-noise steps (large SNR) are down-weighted; high-noise steps keep
     the weight of L_simple for ε.
     """
-    if objective not in ("eps", "x0", "v"):
-        raise ValueError(f"objective must be 'eps', 'x0' or 'v', got {objective!r}")
+    from ddpm_lessons.forward import _check_objective
+
+    _check_objective(objective)
     snr = sched.snr.clone()
     snr[0] = snr[1]  # index 0 (no noise) is never drawn; keep the table finite
     clipped = snr.clamp(max=float(gamma))
@@ -693,11 +694,11 @@ def pretrained(name: str, loss_type: str = "simple", objective: str | None = Non
     Args:
         name: one of :data:`PRESETS` -- "mixture_8", "mixture_8_cond", "digits_cfg", "digits".
         loss_type: "simple", "vlb" or "hybrid" ("hybrid" and "vlb" default to ``learn_sigma=True``).
-        objective: what the network predicts, "eps", "x0" or "v"; None: the preset's ("eps" for the mixtures,
-            "v" for the digits).
+        objective: what the network predicts, "eps", "x0" or "v"; None: the preset's ("v" for "digits_cfg",
+            "eps" for the others).
         steps: optimiser steps; None takes ``ddpm_lessons.config.sizes(profile)`` (mixture / digits steps).
-        schedule: "linear" ([DDPM]) or "cosine" ([IDDPM]); None: the preset's ("linear" for the mixtures, "cosine"
-            for the digits). T defaults to ``sizes().T``.
+        schedule: "linear" ([DDPM]) or "cosine" ([IDDPM]); None: the preset's ("cosine" for "digits_cfg",
+            "linear" for the others). T defaults to ``sizes().T``.
         learn_sigma: learn the reverse variance ([IDDPM]); None: True for the "vlb" and "hybrid" losses.
         profile: "ci", "cpu" or "gpu"; None: the active profile.
         seed: training seed (data draw, initialisation, noise).
@@ -715,8 +716,6 @@ def pretrained(name: str, loss_type: str = "simple", objective: str | None = Non
     preset = PRESETS[name]
     objective = preset.objective if objective is None else objective
     schedule = preset.schedule if schedule is None else schedule
-    if objective not in ("eps", "x0", "v"):
-        raise ValueError(f"objective must be 'eps', 'x0' or 'v', got {objective!r}")
     if schedule not in ("linear", "cosine"):
         raise ValueError(f"schedule must be 'linear' or 'cosine', got {schedule!r}")
     sizes = config.sizes(profile)
