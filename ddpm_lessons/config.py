@@ -1,4 +1,4 @@
-"""Profiles and devices.
+"""Profiles and devices: which sizes the notebooks run at, and where.
 
 ``profile()`` picks the sizes the notebooks use:
 
@@ -79,6 +79,7 @@ def sizes(name: str | None = None) -> Sizes:
 
 
 def cache_dir() -> Path:
-    """The folder for cached models and classifiers: ``$DDPM_LESSONS_CACHE``, else ``~/.cache/ddpm_lessons``."""
-    env = os.environ.get("DDPM_LESSONS_CACHE", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ddpm_lessons"
+    """The package's one cache folder, :func:`ddpm_lessons.cache.cache_dir` (kept here for old imports)."""
+    from .cache import cache_dir as _cache_dir
+
+    return _cache_dir()

@@ -1,48 +1,36 @@
-"""Data: 2-D toys with exact diffused scores, scikit-learn's digits, and readers for MNIST / CIFAR-10 files.
+"""Data: 2-D point-cloud samplers, scikit-learn's digits, readers for MNIST / CIFAR-10 files, and minibatches.
 
-Gaussian mixtures are the one data set where everything a lesson talks about has a closed form at every
-diffusion time: the forward process maps N(mu_k, diag(s_k^2)) to N(sqrt(ab) mu_k, diag(ab s_k^2 + 1 - ab))
-([DDPM] Eq. 4, ab = alpha_bar_t), so the diffused density q_t is again a mixture with the same weights, and its
-score, the posterior mean E[x0 | xt] (Tweedie's formula, [SDE] / Efron 2011) and the DSM-optimal noise
-prediction eps_opt = -sqrt(1 - ab) * score ([DSM], [DDPM] Eq. 11) are exact. :class:`GaussianMixture` provides
-them for a batch of points, each with its own alpha_bar, optionally conditioned on a class label. The CFG lesson
-uses the tilted density p(x|c)^(1+w) p(x)^(-w) ([CFG] Eq. 6 integrated), sampled on a fine grid.
+The Gaussian mixtures with exact diffused scores live in :mod:`ddpm_lessons.exact` (the course's ground truth);
+``data.GaussianMixture``, ``data.mixture_8``, ``data.mixture_2x2`` and ``data.mixture_1d`` are the same objects.
 
-Shapes: B batch, D data dimension, K mixture components, N data-set size; images are (N, C, H, W).
+Shapes: N data-set size, D data dimension; images are (N, C, H, W).
 Randomness comes from ``generator=`` (a ``torch.Generator``); the same generator gives the same data.
 
 Data sets:
 
 * ``mixture_8()`` -- 8 isotropic components on a circle of radius 3, std 0.35, equal weights, labels 0..7;
-  ``mixture_2x2()`` -- 4 components on the corners of a square, labels 0..3; ``mixture_1d()`` -- two 1-D modes.
+  ``mixture_2x2()`` -- 4 components on the corners of a square, labels 0..3; ``mixture_1d()`` -- two 1-D modes
+  (from :mod:`ddpm_lessons.exact`).
 * ``moons``, ``swiss_roll``, ``checkerboard`` -- 2-D samplers (float32, scale of a few units).
 * ``digits(split)`` -- scikit-learn's bundled 8x8 digits (1,797 images, values 0..16) mapped to [-1, 1], with a
   fixed stratified split: 1,437 train / 360 test images (80/20, ``random_state=seed``).
 * ``load_mnist`` / ``load_cifar10`` -- read the standard files from a local folder; nothing is downloaded unless
   ``download=True`` and torchvision is installed.
-
-References:
-    [DDPM]  Ho, Jain, Abbeel 2020, arXiv:2006.11239
-    [DSM]   Vincent 2011, Neural Computation 23(7)
-    [SDE]   Song et al. 2021, arXiv:2011.13456
-    [CFG]   Ho, Salimans 2022, arXiv:2207.12598
-    [Efron] Efron 2011, "Tweedie's formula and selection bias", JASA 106(496)
 """
 
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+from .exact import GaussianMixture, mixture_1d, mixture_2x2, mixture_8
 
 __all__ = [
     "GaussianMixture",
@@ -58,286 +46,6 @@ __all__ = [
     "load_cifar10",
     "batches",
 ]
-
-AlphaBar = float | Tensor
-
-# --------------------------------------------------------------------------------------------------------------
-# Gaussian mixtures with exact diffused quantities
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _as_alpha_bar(alpha_bar: AlphaBar, batch: int, device: torch.device) -> Tensor:
-    """alpha_bar as a float64 (B, 1) tensor on ``device``; accepts a float, a 0-d / (1,) / (B,) / (B, 1) tensor."""
-    ab = torch.as_tensor(alpha_bar, dtype=torch.float64).to(device)
-    if ab.dim() == 2 and ab.shape[1] == 1:
-        ab = ab[:, 0]
-    if ab.dim() > 1 or (ab.dim() == 1 and ab.numel() not in (1, batch)):
-        raise ValueError(f"alpha_bar must be a float or a tensor of shape (), (B,) or (B, 1) with B={batch}, "
-                         f"got shape {tuple(ab.shape)}")
-    if not bool(((ab >= 0) & (ab <= 1)).all()):
-        raise ValueError("alpha_bar must lie in [0, 1]")
-    return ab.reshape(-1, 1).expand(batch, 1)  # (B, 1)
-
-
-@dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
-class GaussianMixture:
-    """A mixture of K Gaussians with diagonal covariances in D dimensions, each component carrying a class label.
-
-    Attributes (float64 CPU tensors after construction):
-        weights: (K,) mixture weights, positive, normalised to sum to 1.
-        means:   (K, D) component means.
-        stds:    (K, D) per-dimension standard deviations (an isotropic (K,) or scalar input is broadcast).
-        labels:  (K,) long class label of each component (several components may share a label).
-
-    Methods that take a diffusion time take ``alpha_bar`` = alpha_bar_t as a float or a (B,) / (B, 1) tensor
-    (one value per row of ``xt``); they compute in float64 and return the dtype of ``xt``.
-    """
-
-    weights: Tensor
-    means: Tensor
-    stds: Tensor
-    labels: Tensor
-
-    def __init__(self, weights, means, stds, labels=None):
-        means = torch.as_tensor(means, dtype=torch.float64).detach().cpu()
-        if means.dim() == 1:
-            means = means[:, None]  # K 1-D components
-        if means.dim() != 2 or means.shape[0] < 1:
-            raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
-        K, D = means.shape
-        weights = torch.as_tensor(weights, dtype=torch.float64).detach().cpu().reshape(-1)
-        if weights.shape != (K,) or not bool((weights > 0).all()) or not bool(torch.isfinite(weights).all()):
-            raise ValueError(f"weights must be {K} positive finite numbers, got {weights.tolist()}")
-        stds = torch.as_tensor(stds, dtype=torch.float64).detach().cpu()
-        if stds.dim() == 0:
-            stds = stds.expand(K)
-        if stds.dim() == 1:
-            if stds.shape[0] != K:
-                raise ValueError(f"stds must be a scalar, (K,)=({K},) or (K, D)=({K}, {D}), got {tuple(stds.shape)}")
-            stds = stds[:, None].expand(K, D)
-        if stds.shape != (K, D) or not bool((stds > 0).all()):
-            raise ValueError(f"stds must be positive with shape (K, D)=({K}, {D}), got {tuple(stds.shape)}")
-        if labels is None:
-            labels = torch.arange(K)
-        labels = torch.as_tensor(labels, dtype=torch.long).detach().cpu().reshape(-1)
-        if labels.shape != (K,) or bool((labels < 0).any()):
-            raise ValueError(f"labels must be {K} non-negative integers, got {labels.tolist()}")
-        object.__setattr__(self, "weights", weights / weights.sum())
-        object.__setattr__(self, "means", means.clone())
-        object.__setattr__(self, "stds", stds.clone())
-        object.__setattr__(self, "labels", labels.clone())
-
-    # ---- basic properties ------------------------------------------------------------------------------------
-    @property
-    def K(self) -> int:
-        """Number of components."""
-        return self.means.shape[0]
-
-    @property
-    def D(self) -> int:
-        """Data dimension."""
-        return self.means.shape[1]
-
-    @property
-    def num_classes(self) -> int:
-        """Number of class labels (largest label + 1)."""
-        return int(self.labels.max()) + 1
-
-    def mean(self) -> Tensor:
-        """Mixture mean, (D,) float64: sum_k w_k mu_k."""
-        return self.weights @ self.means
-
-    def covariance(self) -> Tensor:
-        """Mixture covariance, (D, D) float64: sum_k w_k (diag(s_k^2) + mu_k mu_k^T) - m m^T."""
-        m = self.mean()
-        second = torch.einsum("k,ki,kj->ij", self.weights, self.means, self.means)
-        return second + torch.diag(self.weights @ self.stds**2) - torch.outer(m, m)
-
-    def conditional(self, label: int) -> GaussianMixture:
-        """The mixture p(x | c = label): the components with that label, weights renormalised."""
-        keep = self.labels == int(label)
-        if not bool(keep.any()):
-            raise ValueError(f"label must be one of {sorted(set(self.labels.tolist()))}, got {label}")
-        return GaussianMixture(self.weights[keep], self.means[keep], self.stds[keep], self.labels[keep])
-
-    def distribution(self) -> MixtureSameFamily:
-        """The mixture as a float64 ``torch.distributions.MixtureSameFamily`` (an oracle for ``log_prob``)."""
-        return MixtureSameFamily(Categorical(probs=self.weights), Independent(Normal(self.means, self.stds), 1))
-
-    def diffused(self, alpha_bar: AlphaBar) -> GaussianMixture:
-        """q_t, the law of xt = sqrt(ab) x0 + sqrt(1 - ab) eps with x0 from this mixture, for one scalar ab.
-
-        Component k becomes N(sqrt(ab) mu_k, diag(ab s_k^2 + 1 - ab)) with the same weight ([DDPM] Eq. 4).
-        For a different alpha_bar per row use ``log_prob_t`` / ``score`` / ``posterior_mean`` directly.
-        """
-        ab_t = torch.as_tensor(alpha_bar, dtype=torch.float64)
-        if ab_t.numel() != 1:
-            raise ValueError("diffused() takes one alpha_bar; use log_prob_t/score/posterior_mean for a batch")
-        ab = float(ab_t)
-        if not 0.0 <= ab <= 1.0:
-            raise ValueError(f"alpha_bar must lie in [0, 1], got {ab}")
-        return GaussianMixture(self.weights, math.sqrt(ab) * self.means,
-                               torch.sqrt(ab * self.stds**2 + (1.0 - ab)), self.labels)
-
-    # ---- sampling and densities ------------------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-        """Draw n points: x (n, D) float32 and the label of the component each came from, (n,) long."""
-        if int(n) < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        k = torch.multinomial(self.weights, int(n), replacement=True, generator=generator)  # (n,)
-        z = torch.randn(int(n), self.D, dtype=torch.float64, generator=generator)
-        x = self.means[k] + self.stds[k] * z  # (n, D)
-        return x.float().to(device), self.labels[k].to(device)
-
-    def _component_log_probs(self, x: Tensor, ab: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-component log N(x; sqrt(ab) mu_k, var_k) (B, K) and the diffused means / variances (B, K, D)."""
-        mu = ab.sqrt()[:, :, None] * self.means.to(x.device)[None]  # (B, K, D)
-        var = ab[:, :, None] * self.stds.to(x.device)[None] ** 2 + (1.0 - ab)[:, :, None]  # (B, K, D)
-        logp = -0.5 * (((x[:, None, :] - mu) ** 2) / var + var.log() + math.log(2 * math.pi)).sum(-1)  # (B, K)
-        return logp, mu, var
-
-    def _log_weights(self, label, batch: int, device: torch.device) -> Tensor:
-        """log w_k, (B, K); with ``label``, log p(k | c): other classes -inf, the rest renormalised."""
-        logw = self.weights.log().to(device)[None].expand(batch, self.K)
-        if label is None:
-            return logw
-        label = torch.as_tensor(label, dtype=torch.long).to(device).reshape(-1)
-        if label.numel() not in (1, batch):
-            raise ValueError(f"label must be an int or a (B,) tensor with B={batch}, got shape {tuple(label.shape)}")
-        known = self.labels.to(device)
-        if not bool(torch.isin(label, known).all()):
-            raise ValueError(f"label must be one of {sorted(set(self.labels.tolist()))}, got {label.tolist()}")
-        match = known[None, :] == label.reshape(-1, 1)  # (B or 1, K)
-        logw = logw.masked_fill(~match, -math.inf)
-        return logw - torch.logsumexp(logw, dim=1, keepdim=True)  # renormalised: p(k | c) = w_k / sum_{j in c} w_j
-
-    def _prepare(self, x: Tensor, alpha_bar: AlphaBar, label) -> tuple[Tensor, Tensor, Tensor]:
-        if x.dim() != 2 or x.shape[1] != self.D:
-            raise ValueError(f"x must have shape (B, D) with D={self.D}, got {tuple(x.shape)}")
-        x64 = x.to(torch.float64)
-        ab = _as_alpha_bar(alpha_bar, x.shape[0], x.device)
-        return x64, ab, self._log_weights(label, x.shape[0], x.device)
-
-    def log_prob_t(self, xt: Tensor, alpha_bar: AlphaBar, label=None) -> Tensor:
-        """log q_t(xt) (or log q_t(xt | c) with ``label``), (B,) float64; alpha_bar float or (B,) tensor."""
-        x, ab, logw = self._prepare(xt, alpha_bar, label)
-        logp, _, _ = self._component_log_probs(x, ab)
-        return torch.logsumexp(logw + logp, dim=1)
-
-    def log_prob(self, x: Tensor, label=None) -> Tensor:
-        """log p(x) (or log p(x | c) with ``label``) of the undiffused mixture, (B,) float64, in nats."""
-        return self.log_prob_t(x, 1.0, label)
-
-    def _responsibilities(self, x: Tensor, ab: Tensor, logw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        logp, mu, var = self._component_log_probs(x, ab)
-        r = torch.softmax(logw + logp, dim=1)  # (B, K) posterior p(k | xt)
-        return r, mu, var
-
-    def score(self, xt: Tensor, alpha_bar: AlphaBar, label=None) -> Tensor:
-        """Exact score grad_x log q_t(xt) (or of q_t(xt | c)), shape of ``xt``.
-
-        grad log q_t = sum_k p(k | xt) (sqrt(ab) mu_k - xt) / var_k with var_k = ab s_k^2 + 1 - ab.
-        """
-        x, ab, logw = self._prepare(xt, alpha_bar, label)
-        r, mu, var = self._responsibilities(x, ab, logw)
-        return (r[:, :, None] * (mu - x[:, None, :]) / var).sum(1).to(xt.dtype)
-
-    def posterior_mean(self, xt: Tensor, alpha_bar: AlphaBar, label=None) -> Tensor:
-        """Exact E[x0 | xt] (optionally given the class), shape of ``xt``.
-
-        Per component, x0 | xt, k is Gaussian with mean (s_k^2 sqrt(ab) xt + (1 - ab) mu_k) / var_k; the mixture
-        posterior mean weights these by p(k | xt). This equals Tweedie's formula
-        (xt + (1 - ab) score) / sqrt(ab) ([Efron], [DDPM] Eq. 4 + 11) and stays finite at ab = 0.
-        """
-        x, ab, logw = self._prepare(xt, alpha_bar, label)
-        r, _, var = self._responsibilities(x, ab, logw)
-        s2 = self.stds.to(x.device)[None] ** 2  # (1, K, D)
-        m_k = (s2 * ab.sqrt()[:, :, None] * x[:, None, :] + (1 - ab)[:, :, None] * self.means.to(x.device)) / var
-        return (r[:, :, None] * m_k).sum(1).to(xt.dtype)
-
-    def eps_opt(self, xt: Tensor, alpha_bar: AlphaBar, label=None) -> Tensor:
-        """The DSM optimum E[eps | xt] = -sqrt(1 - ab) * score ([DSM]; [DDPM] Eq. 11), shape of ``xt``."""
-        x, ab, _ = self._prepare(xt, alpha_bar, label)
-        return (-(1 - ab).sqrt() * self.score(x, ab[:, 0], label)).to(xt.dtype)
-
-    def eps_model(self, sched) -> torch.nn.Module:
-        """The exact ε-predictor ε*(x_t, t) = E[ε | x_t] of this mixture, callable like a trained model.
-
-        ``model(xt, t, cond=None)`` with t (B,) in 1..T of ``sched`` and cond None or class ids (the class-conditional
-        optimum; ``null_label`` = K means unconditional). Lets samplers and metrics separate a sampler's own error
-        from a network's ([DSM]; the DSM optimum of [DDPM] Eq. 12's loss).
-        """
-        return _ExactEps(self, sched)
-
-    def cfg_score(self, xt: Tensor, alpha_bar: AlphaBar, label, w: float) -> Tensor:
-        """Guided score (1 + w) grad log q_t(xt | c) - w grad log q_t(xt) ([CFG] Eq. 6 in score form)."""
-        return (1 + w) * self.score(xt, alpha_bar, label) - w * self.score(xt, alpha_bar)
-
-    # ---- the tilted density of classifier-free guidance ------------------------------------------------------
-    def tilted_log_density(self, x: Tensor, label: int, w: float) -> Tensor:
-        """Unnormalised log of p(x | c)^(1 + w) p(x)^(-w), (B,) float64.
-
-        This is the density whose score is the guided score at t = 0 ([CFG] Eq. 6). It is normalisable when the
-        components share their stds (the quadratic terms leave -1/(2 s^2)); ``grid_sample_tilted`` truncates
-        to a box in any case.
-        """
-        return (1 + w) * self.log_prob(x, label) - w * self.log_prob(x)
-
-    def grid_sample_tilted(self, label: int, w: float, n: int, generator: torch.Generator | None = None,
-                           resolution: int = 400, bounds: tuple[float, float] | None = None) -> Tensor:
-        """Approximate samples (n, D) float32 of the tilted density p(x|c)^(1+w) p(x)^(-w), for D <= 2.
-
-        The density is evaluated at the centres of a ``resolution``^D grid over ``bounds`` (default: the
-        components' means +- 6 stds, the same box on every axis), a cell is drawn with probability proportional
-        to density x cell volume, and the point is placed uniformly inside it. The error is the grid spacing.
-        """
-        if self.D > 2:
-            raise ValueError(f"grid_sample_tilted supports D <= 2, the mixture has D={self.D}")
-        if resolution < 2 or int(n) < 1:
-            raise ValueError(f"resolution must be >= 2 and n >= 1, got resolution={resolution}, n={n}")
-        if bounds is None:
-            lo = float((self.means - 6 * self.stds).min())
-            hi = float((self.means + 6 * self.stds).max())
-        else:
-            lo, hi = map(float, bounds)
-            if not hi > lo:
-                raise ValueError(f"bounds must be (low, high) with high > low, got {bounds}")
-        h = (hi - lo) / resolution
-        centres = lo + h * (torch.arange(resolution, dtype=torch.float64) + 0.5)
-        grid = torch.cartesian_prod(*([centres] * self.D)).reshape(-1, self.D)  # (resolution^D, D)
-        logd = self.tilted_log_density(grid, label, w)
-        cell = torch.multinomial(torch.softmax(logd, 0), int(n), replacement=True, generator=generator)
-        jitter = (torch.rand(int(n), self.D, dtype=torch.float64, generator=generator) - 0.5) * h
-        return (grid[cell] + jitter).float()
-
-
-def mixture_8(radius: float = 3.0, std: float = 0.35) -> GaussianMixture:
-    """Eight equal-weight isotropic Gaussians at angles 2 pi k / 8 on a circle, labels k = 0..7.
-
-    With the defaults, neighbouring means are 2.30 apart (6.6 stds): the modes are clearly separate while the
-    data keep a scale of a few units (per-axis std 2.15).
-    """
-    if radius <= 0 or std <= 0:
-        raise ValueError(f"radius and std must be > 0, got radius={radius}, std={std}")
-    angle = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
-    means = radius * torch.stack([angle.cos(), angle.sin()], dim=1)  # (8, 2)
-    return GaussianMixture(torch.ones(8), means, std, torch.arange(8))
-
-
-def mixture_2x2(spacing: float = 2.0, std: float = 0.5, weights=(1.0, 1.0, 1.0, 1.0)) -> GaussianMixture:
-    """Four isotropic Gaussians on the corners (+-spacing/2, +-spacing/2), labels 0..3 (counter-clockwise from
-    the upper right). Neighbouring modes overlap a little at the defaults, which shows guidance pushing apart."""
-    if spacing <= 0 or std <= 0:
-        raise ValueError(f"spacing and std must be > 0, got spacing={spacing}, std={std}")
-    a = spacing / 2
-    means = torch.tensor([[a, a], [-a, a], [-a, -a], [a, -a]], dtype=torch.float64)
-    return GaussianMixture(torch.as_tensor(weights, dtype=torch.float64), means, std, torch.arange(4))
-
-
-def mixture_1d(means=(-2.0, 2.0), stds=(0.5, 0.5), weights=(0.5, 0.5)) -> GaussianMixture:
-    """A 1-D mixture (D = 1), by default two equal modes at -2 and 2 with std 0.5; labels 0..K-1."""
-    return GaussianMixture(weights, torch.as_tensor(means, dtype=torch.float64)[:, None], stds)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -594,27 +302,3 @@ def batches(x: Tensor, y: Tensor | None = None, batch_size: int = 256,
         for i in range(0, n - batch_size + 1, batch_size):
             idx = perm[i: i + batch_size]
             yield x[idx], (None if y is None else y[idx.to(y.device)])
-
-
-
-class _ExactEps(torch.nn.Module):
-    """Model-protocol wrapper of :meth:`GaussianMixture.eps_opt` (see :meth:`GaussianMixture.eps_model`)."""
-
-    objective, learn_sigma = "eps", False
-
-    def __init__(self, mixture: GaussianMixture, sched) -> None:
-        super().__init__()
-        self.mixture, self.sched = mixture, sched
-        self.num_classes = mixture.num_classes
-        self.null_label = mixture.num_classes if mixture.num_classes else None
-
-    def forward(self, xt: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        ab = self.sched.alpha_bar[t.cpu().long()].to(xt.device)
-        if cond is None or self.null_label is None:
-            return self.mixture.eps_opt(xt, ab)
-        out = self.mixture.eps_opt(xt, ab)
-        for c in torch.unique(cond).tolist():
-            if c != self.null_label:
-                rows = cond == c
-                out[rows] = self.mixture.eps_opt(xt[rows], ab[rows], label=int(c))
-        return out

@@ -1,8 +1,9 @@
-"""Losses and the variational bound: Gaussian KL, the discretized decoder, L_T / L_{t-1} / L_0, bits/dim,
-L_simple, the per-t weight that turns ε-MSE into L_{t-1}, and the hybrid loss.
+"""The variational bound and the training losses: Gaussian KL, the discretized decoder, L_T / L_{t-1} / L_0,
+bits/dim, L_simple, the per-t weight that turns ε-MSE into L_{t-1}, and the hybrid loss.
 
 Units: ``gaussian_kl`` and the log-likelihoods are elementwise nats; the VLB helpers sum over data dimensions and
-return nats per example (B,); ``bits_per_dim`` divides by D·ln 2 where D is the number of data dimensions.
+return nats per example (B,); ``bits_per_dim`` and the training losses' bound parts divide by D·ln 2, D the number
+of data dimensions.
 
 The bound ([DDPM] Eq. 5):
     L = E_q[ D_KL(q(x_T|x_0) || p(x_T))                    L_T   (no parameters)
@@ -12,9 +13,14 @@ With p_θ(x_{t-1}|x_t) = N(μ_θ, σ_t² I) and μ_θ in ε-form ([DDPM] Eq. 11)
     L_{t-1} = λ_t ‖ε - ε_θ‖² + C,   λ_t = β_t² / (2 σ_t² α_t (1 - ᾱ_t))          [DDPM] Eq. 12
 and L_simple drops λ_t ([DDPM] Eq. 14). With σ_t² = β̃_t the KL has no variance term, so C = 0.
 
+One implementation of the bound's term (:func:`vlb_term`) serves every device: it computes the KL and the decoder
+for every example and keeps one per example with ``torch.where``, so it never needs the host to count the t = 1
+examples. p_θ itself (μ_θ and σ_t² from a network output) comes from :mod:`ddpm_lessons.reverse`.
+
 References:
     [DDPM]  Ho, Jain, Abbeel 2020, arXiv:2006.11239
     [IDDPM] Nichol, Dhariwal 2021, arXiv:2102.09672
+    [V]     Salimans, Ho 2022, arXiv:2202.00512
 """
 
 from __future__ import annotations
@@ -25,14 +31,20 @@ import torch
 from torch.distributions import Normal
 
 from . import forward as fwd
+from .models import protocol
+from .reverse import p_mean_variance
 from .schedules import Schedule
 
 __all__ = [
     "mean_flat", "gaussian_kl", "discretized_gaussian_log_likelihood", "prior_kl", "decoder_nll", "vlb_term",
-    "vlb_weight", "l_simple", "training_losses", "bits_per_dim", "LOSS_TYPES",
+    "vlb_weight", "l_simple", "training_losses", "bits_per_dim", "LOSS_TYPES", "DEFAULT_BINS",
 ]
 
 LOSS_TYPES = ("simple", "vlb", "hybrid")
+# The decoder L_0 at t = 1, shared by training_losses and bits_per_dim so that a model is trained and scored with the
+# same one: None = continuous data (the Gaussian density; the 2-D mixtures), an int = that many levels in [-1, 1]
+# (17 for the digits, 256 for 8-bit images). The training presets pass the data's value.
+DEFAULT_BINS: int | None = None
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -80,15 +92,12 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     """
     if bins < 2:
         raise ValueError(f"bins must be >= 2, got {bins}")
-    fwd.check_finite(x, "x")
-    if (x.abs() > 1 + 1e-6).any():
-        raise ValueError("x must lie in [-1, 1] (data scaled from the integer grid)")
-    return _discretized_log_likelihood(x, mean, log_scale, bins)
-
-
-def _discretized_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, bins: int
-                                ) -> torch.Tensor:
-    """:func:`discretized_gaussian_log_likelihood` without the input checks (which synchronise with a GPU)."""
+    in_range = (x.abs() <= 1 + 1e-6).all()  # False for NaN too
+    message = "x must be finite and lie in [-1, 1] (data scaled from the integer grid; bins=None for continuous data)"
+    if x.device.type != "cpu":  # queued on the device: no host synchronisation (see Schedule.check_t)
+        torch._assert_async(in_range, message)
+    elif not in_range:
+        raise ValueError(message)
     delta = 1.0 / (bins - 1)
     # 1/σ stays finite (σ below e^-(log max - 1), ~1e-38 in float32, counts as that): exp's backward multiplies by it
     inv_std = torch.exp(-log_scale.clamp_min(1.0 - math.log(torch.finfo(log_scale.dtype).max)))
@@ -128,77 +137,44 @@ def prior_kl(sched: Schedule, x0: torch.Tensor) -> torch.Tensor:
     """
     fwd.check_finite(x0, "x0")
     dtype, x0 = x0.dtype, x0.double()
-    ab_T = float(sched.alpha_bar[sched.T])
+    ab_T = float(sched.host.alpha_bar[sched.T])
     mean = math.sqrt(ab_T) * x0
     logvar = torch.full_like(x0, math.log1p(-ab_T))
     return sum_flat(gaussian_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0))).to(dtype)
 
 
-def decoder_nll(x0: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, bins: int = 256) -> torch.Tensor:
-    """L_0 = -log p_θ(x_0 | x_1) with the discretized Gaussian decoder, summed over dimensions, nats (B,)."""
+def decoder_nll(x0: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, bins: int | None = DEFAULT_BINS
+                ) -> torch.Tensor:
+    """L_0 = -log p_θ(x_0 | x_1), summed over dimensions, nats (B,) ([DDPM] Eq. 13).
+
+    ``bins`` levels in [-1, 1]: the discretized Gaussian decoder; None: the Gaussian density of continuous data.
+    mean (B, ...), log_var broadcastable to x0.
+    """
+    if bins is None:
+        return -sum_flat(Normal(mean, (0.5 * log_var).exp(), validate_args=False).log_prob(x0))
     return -sum_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var, bins=bins))  # [DDPM] Eq. 13
 
 
 def vlb_term(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, mean_hat: torch.Tensor,
-             log_var_hat: torch.Tensor, bins: int | None = 256) -> torch.Tensor:
-    """The bound's term at each example's t, nats summed over dimensions, shape (B,).
+             log_var_hat: torch.Tensor, bins: int | None = DEFAULT_BINS) -> torch.Tensor:
+    """The bound's term at each example's t, nats summed over dimensions, shape (B,) ([DDPM] Eq. 5).
 
-    t > 1: L_{t-1} = D_KL(q(x_{t-1}|x_t,x_0) || N(mean_hat, e^log_var_hat)); t = 1: L_0 = -log p(x_0|x_1) with the
-    discretized decoder of mean ``mean_hat`` ([DDPM] Eq. 5 and 13), or, with ``bins=None`` (continuous data such
-    as the 2-D toys), the Gaussian negative log-density. ``mean_hat`` (B, ...), ``log_var_hat`` broadcastable to it.
+    t > 1: L_{t-1} = D_KL(q(x_{t-1}|x_t,x_0) || N(mean_hat, e^log_var_hat)); t = 1: L_0 = -log p(x_0|x_1) by
+    :func:`decoder_nll` with mean ``mean_hat``. ``mean_hat`` (B, ...), ``log_var_hat`` broadcastable to it; t (B,).
+
+    Both terms are computed for every example and ``torch.where`` keeps one, so no boolean mask (whose size the
+    host would have to read) is needed. Each term is evaluated at a harmless point for the rows that discard it
+    (the KL at the true posterior with log-variance 0, the decoder at mean x_0 with unit variance), so an overflow
+    in a discarded branch (an extreme mean or variance) cannot send 0·inf = NaN into the gradients.
     """
-    t = fwd._prep(sched, t, ("x0", x0), ("xt", xt))
     true_mean, _, true_log_var = fwd.q_posterior(sched, x0, xt, t)
-    first = t.to(x0.device) == 1
-    if not bool(first.any()):
-        return sum_flat(gaussian_kl(true_mean, true_log_var, mean_hat, log_var_hat))
-    out = _kl_except(first, true_mean, true_log_var, mean_hat, log_var_hat)
-    log_var_hat = log_var_hat.expand_as(x0)
-    if bins is None:  # continuous data: the Gaussian density replaces the discretized decoder
-        nll = -sum_flat(Normal(mean_hat[first], (0.5 * log_var_hat[first]).exp()).log_prob(x0[first]))
-    else:
-        nll = decoder_nll(x0[first], mean_hat[first], log_var_hat[first], bins=bins)
-    out = out.clone()
-    out[first] = nll.to(out.dtype)
-    return out
-
-
-def _kl_except(first: torch.Tensor, true_mean: torch.Tensor, true_log_var: torch.Tensor, mean_hat: torch.Tensor,
-               log_var_hat: torch.Tensor) -> torch.Tensor:
-    """KL(q(x_{t-1}|x_t,x_0) || p_θ(x_{t-1}|x_t)) summed per example (B,), nats, for examples whose t > 1.
-
-    The rows marked by ``first`` (t = 1, (B,) bool) are replaced by the decoder term by the caller; their KL is
-    taken at a harmless point (the true mean, log variance 0) so that an overflow there (extreme mean or variance)
-    cannot put 0·inf = NaN into the gradients.
-    """
-    row = first.reshape(-1, *([1] * (true_mean.dim() - 1)))  # (B, 1, ..., 1)
-    return sum_flat(gaussian_kl(true_mean, true_log_var, torch.where(row, true_mean, mean_hat),
-                                torch.where(row, torch.zeros_like(log_var_hat), log_var_hat)))
-
-
-def _vlb_term_nosync(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, mean_hat: torch.Tensor,
-                     log_var_hat: torch.Tensor, bins: int | None) -> torch.Tensor:
-    """:func:`vlb_term` for the training loop on an accelerator: no input checks and no data-dependent indexing.
-
-    ``vlb_term`` picks the t = 1 examples with a boolean mask, which needs their count on the host (a GPU sync).
-    Here both the KL and the decoder term are computed for every example and ``torch.where`` keeps one per example.
-    The decoder is evaluated at a harmless point (mean x_0, unit variance) for the t > 1 examples and the KL at one
-    (see :func:`_kl_except`) for the t = 1 examples, so no inf/NaN from an unused branch can leak into the
-    gradients. Agrees with ``vlb_term`` to rounding (not bit for bit: the elementwise kernels see other batch
-    shapes). t: (B,) long on x0's device, already checked.
-    """
-    true_mean = fwd._posterior_mean(sched, x0, xt, t)
-    true_log_var = fwd.extract(fwd._table(sched, "post_log_var"), t, x0)
     first = t.to(x0.device) == 1  # (B,)
     row = first.reshape(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ..., 1)
-    kl = _kl_except(first, true_mean, true_log_var, mean_hat, log_var_hat)  # L_{t-1}, [DDPM] Eq. 5
     log_var_hat = log_var_hat.expand_as(x0)
-    mean_dec = torch.where(row, mean_hat, x0)
-    log_var_dec = torch.where(row, log_var_hat, torch.zeros_like(log_var_hat))
-    if bins is None:  # continuous data: the Gaussian density replaces the discretized decoder
-        nll = -sum_flat(Normal(mean_dec, (0.5 * log_var_dec).exp(), validate_args=False).log_prob(x0))
-    else:
-        nll = -sum_flat(_discretized_log_likelihood(x0, mean_dec, 0.5 * log_var_dec, bins))  # L_0, [DDPM] Eq. 13
+    zeros = torch.zeros_like(log_var_hat)
+    kl = sum_flat(gaussian_kl(true_mean, true_log_var, torch.where(row, true_mean, mean_hat),
+                              torch.where(row, zeros, log_var_hat)))  # L_{t-1}
+    nll = decoder_nll(x0, torch.where(row, mean_hat, x0), torch.where(row, log_var_hat, zeros), bins)  # L_0
     return torch.where(first, nll.to(kl.dtype), kl)
 
 
@@ -209,23 +185,9 @@ def vlb_weight(sched: Schedule, t: torch.Tensor, var_type: str = "beta_tilde") -
     the same clipping as the sampler's variance (and t = 1 is scored by the decoder L_0 in the bound).
     """
     t = sched.check_t(t).reshape(-1)
-    sigma2 = _sigma2(sched, var_type)
+    sigma2 = sched.sigma2(var_type)
     lam = sched.beta ** 2 / (2 * sigma2 * sched.alpha * (1 - sched.alpha_bar))  # [DDPM] Eq. 12
     return lam[t]
-
-
-def _sigma2(sched: Schedule, var_type: str) -> torch.Tensor:
-    """σ_t² (T+1,) float64 for the fixed reverse variances: β̃_t with β̃_1 := β̃_2, or β_t with β_1 := β̃_2.
-
-    The t = 1 values follow the reference implementations ([IDDPM] code): β̃_1 = 0 would make the decoder degenerate.
-    """
-    if var_type == "beta_tilde":
-        return torch.exp(fwd._posterior_log_var(sched))
-    if var_type == "beta":
-        s = sched.beta.clone()
-        s[1] = sched.beta_tilde[2] if sched.T >= 2 else sched.beta[1]
-        return s
-    raise ValueError(f"var_type must be 'beta_tilde' or 'beta', got {var_type!r}")
 
 
 def l_simple(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -235,28 +197,10 @@ def l_simple(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred - target) ** 2).mean()
 
 
-def _draw(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise of ``shape`` on like's device and dtype, drawn on the generator's device."""
-    gdev = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=gdev, dtype=like.dtype).to(like.device)
-
-
-def _split_output(model: torch.nn.Module, out: torch.Tensor, x: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Split a learn_sigma model's output (B, 2C, ...) into the prediction (B, C, ...) and variance logits."""
-    if getattr(model, "learn_sigma", False):
-        if out.shape[1] != 2 * x.shape[1]:
-            raise ValueError(f"a learn_sigma model must return 2x the input channels, got {tuple(out.shape)}")
-        return out[:, : x.shape[1]], out[:, x.shape[1]:]
-    if out.shape != x.shape:
-        raise ValueError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
-    return out, None
-
-
 def training_losses(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, t: torch.Tensor | None = None,
                     noise: torch.Tensor | None = None, cond: torch.Tensor | None = None, loss_type: str = "simple",
                     generator: torch.Generator | None = None, lambda_vlb: float = 1e-3,
-                    var_type: str = "beta_tilde", bins: int | None = None) -> torch.Tensor:
+                    var_type: str = "beta_tilde", bins: int | None = DEFAULT_BINS) -> torch.Tensor:
     """Per-example training loss (B,) for one draw of (t, ε) per example.
 
     loss_type:
@@ -265,27 +209,37 @@ def training_losses(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, t
       * 'vlb':    the bound's term at t, L_{t-1} (or L_0 at t = 1), in bits per dimension; with a fixed variance
         (``var_type``) this is λ_t‖ε - ε_θ‖² ([DDPM] Eq. 12), the "true bound" objective of [DDPM] Table 2;
         with ``model.learn_sigma`` the variance is learned too ([IDDPM] Eq. 15);
-      * 'hybrid': 'simple' + lambda_vlb · 'vlb' with the mean's gradient stopped in the VLB part ([IDDPM] Eq. 16,
-        λ = 0.001); needs ``model.learn_sigma``.
-    The VLB parts are bits/dim per term (the [IDDPM] code's scaling); T · E_t[term] + L_T is the bound.
-    ``bins`` sets the decoder at t = 1: None (default) scores x_0 with the Gaussian density (continuous data);
-    an int uses the discretized decoder on that many levels in [-1, 1] (256 for 8-bit images, 17 for digits).
+      * 'hybrid': 'simple' + λ · T · 'vlb' with the mean's gradient stopped in the VLB part ([IDDPM] Eq. 16,
+        λ = ``lambda_vlb`` = 0.001); needs ``model.learn_sigma``.
+    Units and scale. 'vlb' is the bits/dim of the one sampled term, L_{t-1}/(D ln 2): the [IDDPM] code's
+    ``LossType.KL``, so T · E_t['vlb'] + L_T/(D ln 2) is the bound in bits/dim (the code's ``RESCALED_KL``, its
+    ``use_kl=True`` default, multiplies by T; a constant factor that changes the effective step size only).
+    'hybrid' is the reference code's ``RESCALED_MSE`` loss, mse + (T/1000) · vb = L_simple + λ T L_{t-1}/(D ln 2):
+    [IDDPM] Eq. 16, L_simple + λ L_vlb with L_vlb = Σ_t L_{t-1} summed over dimensions in nats, estimated from the
+    one sampled t by T · L_{t-1} (L_T has no parameters and is left out), with both terms divided by D and the
+    bound in bits, i.e. (1/D) (‖ε - ε_θ‖² + (λ/ln 2) · T · L_{t-1}). At T = 1000 the bound part is λ · 1000 · 'vlb'.
+    ``bins`` sets the decoder at t = 1 and has the same default (``DEFAULT_BINS``, None) as :func:`bits_per_dim`,
+    so training and evaluation score L_0 alike: None scores x_0 with the Gaussian density (continuous data such as
+    the 2-D mixtures); an int uses the discretized decoder on that many levels in [-1, 1] (256 for 8-bit images,
+    17 for sklearn's digits). ``var_type`` ('beta_tilde' or 'beta') is the fixed σ_t² of a model without
+    ``learn_sigma``, as in :func:`bits_per_dim`; pass the same pair to both.
     t (B,) long in 1..T and noise (B, ...) are drawn with ``generator`` when not given.
 
     On an accelerator nothing here waits for the device: a given t is range-checked asynchronously
-    (``Schedule.check_t``), coefficient tables are copied to the device once (:func:`ddpm_lessons.forward.extract`)
-    and the VLB picks the t = 1 decoder term with ``torch.where``. A CPU ``generator`` still draws t and the noise
-    on the host and copies them each call; pass a generator on x0's device (or t and noise) to avoid that.
+    (``Schedule.check_t``) and the bound's t = 1 decoder term is picked with ``torch.where`` (:func:`vlb_term`).
+    Move the schedule to the data's device once (``sched.to(device)``) so its tables are not copied per call. A CPU
+    ``generator`` still draws t and the noise on the host and copies them each call; pass a generator on x0's
+    device (or t and noise) to avoid that.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    learn_sigma = getattr(model, "learn_sigma", False)
+    learn_sigma = protocol.learn_sigma(model)
     if loss_type == "hybrid" and not learn_sigma:
         raise ValueError("loss_type='hybrid' needs a model with learn_sigma=True (it trains the variance)")
     if loss_type == "simple" and learn_sigma:
         raise ValueError("a learn_sigma model needs loss_type 'hybrid' or 'vlb' "
                          "(L_simple leaves its variance untrained)")
-    objective = getattr(model, "objective", "eps")
+    objective = protocol.objective(model)
     B = x0.shape[0]
     if t is None:  # drawn on the generator's device (x0's without one): no per-step host-to-device copy
         gdev = generator.device if generator is not None else x0.device
@@ -293,71 +247,33 @@ def training_losses(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, t
     else:
         t = sched.check_t(t).to(x0.device)
     if noise is None:
-        noise = _draw(tuple(x0.shape), x0, generator)
-    xt = fwd._q_sample(sched, x0, t, noise)  # [DDPM] Eq. 4
-    out, var_logits = _split_output(model, model(xt, t, cond), xt)
-
-    if objective == "eps":
-        target = noise
-    elif objective == "x0":
-        target = x0
-    elif objective == "v":
-        target = (fwd.extract(fwd._table(sched, "sqrt_ab"), t, x0) * noise
-                  - fwd.extract(fwd._table(sched, "sqrt_1m_ab"), t, x0) * x0)  # [V] §4
-    else:
-        raise ValueError(f"model.objective must be one of {fwd.OBJECTIVES}, got {objective!r}")
+        noise = fwd.draw_noise(tuple(x0.shape), x0, generator)
+    xt = fwd.q_sample(sched, x0, t, noise)  # [DDPM] Eq. 4
+    out, var_logits = protocol.split_output(model, model(xt, t, cond), xt)
+    target = {"eps": noise, "x0": x0}.get(objective)
+    if target is None:  # v-prediction
+        target = fwd.velocity(sched, x0, t, noise)  # [V] §4
     mse = mean_flat((target - out) ** 2)
     if loss_type == "simple":
         return mse
 
-    # VLB term: the mean is frozen in the hybrid loss so L_vlb only trains the variance ([IDDPM] §3.1).
+    # The bound's term; in the hybrid loss the mean is frozen so that L_vlb only trains the variance ([IDDPM] §3.1).
     pred = out.detach() if loss_type == "hybrid" else out
-    term = _vlb_of_output(sched, x0, xt, t, pred, var_logits, objective, var_type, bins)
-    term = term / (x0[0].numel() * math.log(2.0))
-    return term if loss_type == "vlb" else mse + lambda_vlb * term
+    term = _bound_term(sched, x0, xt, t, pred, var_logits, objective, var_type, bins) / (x0[0].numel() * math.log(2))
+    return term if loss_type == "vlb" else mse + lambda_vlb * sched.T * term  # [IDDPM] Eq. 16
 
 
-def _vlb_of_output(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, pred: torch.Tensor,
-                   var_logits: torch.Tensor | None, objective: str, var_type: str, bins: int | None) -> torch.Tensor:
-    """The bound's term (nats, (B,)) for one network output: p_θ's mean is μ̃_t(x_t, x̂_0) ([DDPM] Eq. 7 with the
-    predicted x_0), its variance fixed or learned (:func:`_model_log_var`). On the CPU this is :func:`vlb_term`
-    (checked inputs); elsewhere the sync-free :func:`_vlb_term_nosync`."""
-    mean_hat = fwd._posterior_mean(sched, fwd._pred_to_x0(sched, xt, t, pred, objective), xt, t)
-    log_var_hat = _model_log_var(sched, t, xt, var_logits, var_type)
-    if x0.device.type == "cpu":
-        return vlb_term(sched, x0, xt, t, mean_hat, log_var_hat, bins=bins)
-    return _vlb_term_nosync(sched, x0, xt, t, mean_hat, log_var_hat, bins)
-
-
-def _model_log_var(sched: Schedule, t: torch.Tensor, like: torch.Tensor, var_logits: torch.Tensor | None,
-                   var_type: str) -> torch.Tensor:
-    """log σ_t²: fixed (β̃ or β, see :func:`_sigma2`) or learned as log σ² = v log β + (1 - v) log β̃ with
-    v = (logits + 1)/2 ([IDDPM] Eq. 15). Shape (B, 1, ...) when fixed, like ``var_logits`` when learned."""
-    if var_logits is None:
-        if var_type not in _LOG_SIGMA2:
-            _sigma2(sched, var_type)  # raises the ValueError naming the allowed values
-        return fwd.extract(sched._derived(f"log_sigma2_{var_type}", _LOG_SIGMA2[var_type]), t, like)
-    frac = (var_logits + 1) / 2
-    max_log = fwd.extract(sched._derived("log_beta", _log_beta), t, like)
-    min_log = fwd.extract(fwd._table(sched, "post_log_var"), t, like)
-    return frac * max_log + (1 - frac) * min_log  # [IDDPM] Eq. 15
-
-
-def _log_beta(sched: Schedule) -> torch.Tensor:
-    """log β_t (T+1,), with log β_0 = log 1e-300 instead of -inf."""
-    return torch.log(sched.beta.clamp_min(1e-300))
-
-
-_LOG_SIGMA2 = {  # log σ_t² of the fixed reverse variances, memoised per schedule by _model_log_var
-    "beta_tilde": lambda s: torch.log(_sigma2(s, "beta_tilde")),
-    "beta": lambda s: torch.log(_sigma2(s, "beta")),
-}
+def _bound_term(sched: Schedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, pred: torch.Tensor,
+                var_logits: torch.Tensor | None, objective: str, var_type: str, bins: int | None) -> torch.Tensor:
+    """:func:`vlb_term` (nats, (B,)) of one network output; p_θ from :func:`ddpm_lessons.reverse.p_mean_variance`."""
+    mean_hat, log_var_hat = p_mean_variance(sched, xt, t, pred, var_logits, objective, var_type)
+    return vlb_term(sched, x0, xt, t, mean_hat, log_var_hat, bins=bins)
 
 
 @torch.no_grad()
 def bits_per_dim(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, cond: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, var_type: str = "beta_tilde", bins: int | None = 256,
-                 n_t: int | None = None) -> dict[str, torch.Tensor]:
+                 generator: torch.Generator | None = None, var_type: str = "beta_tilde",
+                 bins: int | None = DEFAULT_BINS, n_t: int | None = None) -> dict[str, torch.Tensor]:
     """The variational bound of ``x0`` (B, ...) in bits per dimension, term by term ([DDPM] Eq. 5, 13).
 
     For each t one x_t ~ q(x_t|x_0) is drawn per example (a one-sample Monte Carlo estimate of each expectation).
@@ -366,12 +282,11 @@ def bits_per_dim(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, cond
 
     Returns a dict of tensors: ``prior`` (B,) L_T; ``t`` (K,) the evaluated steps; ``terms`` (B, K) L_{t-1} at each
     evaluated t (the t = 1 column is L_0); ``decoder`` (B,) L_0; ``total`` (B,) the bound — all in bits/dim.
-    ``bins`` is the number of grid levels of the data (256 for 8-bit images, 17 for sklearn's digits); None scores
-    continuous data with the Gaussian density at t = 1 (then the "bits" are a differential-entropy bound).
+    ``bins`` is the number of grid levels of the data (256 for 8-bit images, 17 for sklearn's digits); None (the
+    default, shared with :func:`training_losses`) scores continuous data with the Gaussian density at t = 1 (then
+    the "bits" are a differential-entropy bound). ``var_type`` is the fixed σ_t² of a model without learn_sigma.
     """
     fwd.check_finite(x0, "x0")
-    was_training = model.training
-    model.eval()
     D = x0[0].numel()
     to_bits = 1.0 / (D * math.log(2.0))
     if n_t is None or n_t >= sched.T:
@@ -388,14 +303,14 @@ def bits_per_dim(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, cond
         widths = torch.cat([torch.ones(1, dtype=torch.float64),
                             torch.bincount(nearest, minlength=len(ts) - 1).double()])
     terms = torch.zeros(x0.shape[0], len(ts), dtype=torch.float64)
-    for j, t_val in enumerate(ts.tolist()):
-        t = torch.full((x0.shape[0],), t_val, dtype=torch.long, device=x0.device)
-        noise = _draw(tuple(x0.shape), x0, generator)
-        xt = fwd._q_sample(sched, x0, t, noise)
-        out, var_logits = _split_output(model, model(xt, t, cond), xt)
-        term = _vlb_of_output(sched, x0, xt, t, out, var_logits, getattr(model, "objective", "eps"), var_type, bins)
-        terms[:, j] = term.double().cpu() * to_bits
-    model.train(was_training)
+    with protocol.eval_mode(model):
+        for j, t_val in enumerate(ts.tolist()):
+            t = torch.full((x0.shape[0],), t_val, dtype=torch.long, device=x0.device)
+            noise = fwd.draw_noise(tuple(x0.shape), x0, generator)
+            xt = fwd.q_sample(sched, x0, t, noise)
+            out, var_logits = protocol.split_output(model, model(xt, t, cond), xt)
+            term = _bound_term(sched, x0, xt, t, out, var_logits, protocol.objective(model), var_type, bins)
+            terms[:, j] = term.double().cpu() * to_bits
     prior = prior_kl(sched, x0).double().cpu() * to_bits
     total = prior + (terms * widths).sum(dim=1)
     return {"prior": prior, "t": ts, "terms": terms, "decoder": terms[:, 0].clone(), "total": total}

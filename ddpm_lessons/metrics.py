@@ -14,8 +14,9 @@
 Digits (8x8, in [-1, 1]):
 
 * ``DigitClassifier`` / ``digit_classifier()`` -- a small conv net trained on the digits train split in a few
-  seconds on CPU, deterministic under a seed, cached in the process and on disk (``$DDPM_LESSONS_CACHE`` or
-  ``~/.cache/ddpm_lessons``); ``classifier.test_accuracy`` is its accuracy on the test split.
+  seconds on CPU, deterministic under a seed; seed 0 is shipped with the package (safetensors), other seeds are
+  cached in the process and on disk (``ddpm_lessons.cache.cache_dir()``); ``classifier.test_accuracy`` is its
+  accuracy on the test split.
 * ``class_adherence`` (share classified as the requested class), ``within_class_diversity`` (mean pairwise
   L2 distance within each class), ``knn_precision_recall`` [PR], ``frechet_distance`` [FID] in the
   classifier's penultimate-layer features, and ``digit_report`` with all of them beside the real test images'.
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -52,6 +52,7 @@ __all__ = [
     "mixture_log_likelihood",
     "DigitClassifier",
     "digit_classifier",
+    "classifier_key_config",
     "cache_dir",
     "class_adherence",
     "within_class_diversity",
@@ -228,8 +229,8 @@ _TRAIN = dict(epochs=20, batch_size=64, lr=3e-3, weight_decay=1e-4)  # ~99% test
 
 
 def cache_dir() -> str:
-    """The user cache folder (:func:`ddpm_lessons.config.cache_dir`)."""
-    from .config import cache_dir as _cache_dir
+    """The package's one cache folder (:func:`ddpm_lessons.cache.cache_dir`)."""
+    from .cache import cache_dir as _cache_dir
 
     return str(_cache_dir())
 
@@ -333,8 +334,37 @@ def _train_classifier_1thread(seed: int) -> DigitClassifier:
 _CLASSIFIERS: dict[int, DigitClassifier] = {}
 
 
+def classifier_key_config(seed: int) -> dict:
+    """What decides the classifier's weights (its fingerprint and cache key): architecture, recipe, seed, data."""
+    return {"model": "DigitClassifier", "layers": str(DigitClassifier()), "version": _CLASSIFIER_VERSION,
+            "train": dict(_TRAIN), "seed": seed, "augment": "one-pixel random roll",
+            "data": {"name": "digits", "split": "train", "split_seed": 0}}
+
+
 def _cache_path(seed: int) -> str:
     return os.path.join(cache_dir(), f"digit_classifier_v{_CLASSIFIER_VERSION}_seed{seed}.pt")
+
+
+def _load_shipped(seed: int) -> DigitClassifier | None:
+    """The classifier shipped with the package (seed 0, safetensors), if its fingerprint fits this code."""
+    from . import lesson_models
+    from .cache import fingerprint
+
+    if seed != 0:
+        return None
+    try:
+        card = lesson_models.card(lesson_models.CLASSIFIER)
+        if card["fingerprint"] != fingerprint(classifier_key_config(seed)):
+            return None
+        state, card = lesson_models.load_state(lesson_models.CLASSIFIER)
+    except (FileNotFoundError, ValueError) as e:
+        if not isinstance(e, FileNotFoundError):
+            warnings.warn(f"shipped digit classifier unusable ({e}); training one", stacklevel=3)
+        return None
+    model = DigitClassifier()
+    model.load_state_dict(state)
+    model.test_accuracy = float(card["metrics"]["test_accuracy"])
+    return model.eval()
 
 
 def _load_cached(path: str, seed: int) -> DigitClassifier | None:
@@ -353,43 +383,33 @@ def _load_cached(path: str, seed: int) -> DigitClassifier | None:
         return None
 
 
-def _save_atomic(model: DigitClassifier, path: str, seed: int) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    blob = dict(version=_CLASSIFIER_VERSION, seed=seed, train=_TRAIN, test_accuracy=model.test_accuracy,
-                state_dict=model.state_dict())
-    fd, tmp = tempfile.mkstemp(prefix=".digit_classifier.", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old file or the complete new one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def digit_classifier(seed: int = 0, cache: bool = True) -> DigitClassifier:
     """The digits classifier for ``seed``, trained on the digits train split (about 2-3 s on one CPU core).
 
-    With ``cache`` it is trained once per process and stored at ``cache_dir()/digit_classifier_v*_seed*.pt``
-    (written atomically; a corrupted or mismatched file is reported with a warning and retrained). Training is
-    deterministic: the same seed gives the same weights. The returned module is in eval mode on CPU; treat it
-    as read-only (it is shared within the process).
+    Seed 0 is shipped with the package (``ddpm_lessons/pretrained/digit_classifier.safetensors``, loaded in
+    milliseconds). Other seeds, and ``cache=False``, train; with ``cache`` a trained one is kept in the process and
+    at ``cache_dir()/digit_classifier_v*_seed*.pt`` (written atomically; a corrupted or mismatched file is
+    reported with a warning and retrained). Training is deterministic: the same seed gives the same weights. The
+    returned module is in eval mode on CPU; treat it as read-only (it is shared within the process).
     """
+    from .cache import atomic_torch_save
+
     if not cache:
         return _train_classifier(seed)
     if seed in _CLASSIFIERS:
         return _CLASSIFIERS[seed]
-    path = _cache_path(seed)
-    model = _load_cached(path, seed)
+    model = _load_shipped(seed)
     if model is None:
-        model = _train_classifier(seed)
-        try:
-            _save_atomic(model, path, seed)
-        except OSError as e:  # a read-only home still gets a working classifier
-            warnings.warn(f"could not write the digit classifier cache {path}: {e}", stacklevel=2)
+        path = _cache_path(seed)
+        model = _load_cached(path, seed)
+        if model is None:
+            model = _train_classifier(seed)
+            blob = dict(version=_CLASSIFIER_VERSION, seed=seed, train=_TRAIN, test_accuracy=model.test_accuracy,
+                        state_dict=model.state_dict())
+            try:
+                atomic_torch_save(blob, path)
+            except OSError as e:  # a read-only home still gets a working classifier
+                warnings.warn(f"could not write the digit classifier cache {path}: {e}", stacklevel=2)
     _CLASSIFIERS[seed] = model
     return model
 
@@ -505,12 +525,16 @@ def frechet_distance(real_feats: Tensor, fake_feats: Tensor, method: str = "eigh
                                          fake.mean(0), torch.cov(fake.T).reshape(fake.shape[1], -1), method)
 
 
-def digit_report(samples: Tensor, labels: Tensor, classifier: DigitClassifier | None = None,
+def digit_report(samples: Tensor, labels: Tensor | None = None, classifier: DigitClassifier | None = None,
                  k: int = 3) -> dict[str, float]:
     """All digit metrics of generated ``samples`` (N, 1, 8, 8) in [-1, 1] requested as classes ``labels`` (N,).
 
+    ``labels=None`` is the unconditional mode (samples of an unconditional model): no class was requested, so there
+    is no ``adherence`` key, and ``diversity`` groups the samples -- and ``diversity_real`` the test images -- by
+    the classifier's *predicted* class instead of a requested (or true) one. Every other key is the same.
+
     Keys:
-      ``adherence`` -- share classified as the requested class;
+      ``adherence`` -- share classified as the requested class (only with ``labels``);
       ``diversity`` -- within-class mean pairwise distance, grouped by requested class; ``diversity_real`` the
       same on the 360 real test images, ``diversity_ratio`` their ratio;
       ``precision``, ``recall`` (k-NN, [PR]) and ``frechet`` ([FID] recipe) in the classifier's features against
@@ -523,17 +547,23 @@ def digit_report(samples: Tensor, labels: Tensor, classifier: DigitClassifier | 
         return _digit_report(samples, labels, classifier, k)
 
 
-def _digit_report(samples: Tensor, labels: Tensor, classifier: DigitClassifier, k: int) -> dict[str, float]:
-    labels = torch.as_tensor(labels).reshape(-1)
+def _digit_report(samples: Tensor, labels: Tensor | None, classifier: DigitClassifier, k: int
+                  ) -> dict[str, float]:
     x_test, y_test = digits("test")
     x_train, _ = digits("train")
     n = samples.shape[0]
     subset = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(0))[: min(n, x_train.shape[0])]
     test_f, fake_f, train_f = (classifier.features(v).cpu() for v in (x_test, samples, x_train[subset]))
-    diversity, diversity_real = within_class_diversity(samples, labels), within_class_diversity(x_test, y_test)
+    if labels is None:  # unconditional: group both sets by the class the classifier sees
+        group, group_real = classifier.predict(samples).cpu(), classifier.predict(x_test).cpu()
+        report: dict[str, float] = {}
+    else:
+        group, group_real = torch.as_tensor(labels).reshape(-1), y_test
+        report = dict(adherence=class_adherence(samples, group, classifier))
+    diversity, diversity_real = within_class_diversity(samples, group), within_class_diversity(x_test, group_real)
     precision, recall = knn_precision_recall(test_f, fake_f, k=k)
     precision_real, recall_real = knn_precision_recall(test_f, train_f, k=k)
-    return dict(adherence=class_adherence(samples, labels, classifier), diversity=diversity,
+    return dict(report, diversity=diversity,
                 diversity_real=diversity_real, diversity_ratio=diversity / diversity_real,
                 precision=precision, recall=recall, frechet=frechet_distance(test_f, fake_f),
                 precision_real=precision_real, recall_real=recall_real,

@@ -1,5 +1,5 @@
-"""Reverse-process samplers: the DDPM ancestral step, the DDIM step with η, classifier-free guidance, the sampling
-loop over a full or respaced chain, DDIM inversion, and annealed Langevin dynamics.
+"""Reverse-process samplers: the DDPM ancestral step, the DDIM step with η, the sampling loop over a full or
+respaced chain, DDIM inversion, and annealed Langevin dynamics.
 
 Notation (ours -> paper):
     xt, t, t_prev         x_t, t, the next (smaller) step τ_{i-1} on the chain; t_prev = 0 means "return x_0"
@@ -12,12 +12,12 @@ Notation (ours -> paper):
 
 Time steps: ``t``/``t_prev`` in the step functions index the schedule passed in (for a respaced schedule that is
 the strided chain's index i; ``sched.timesteps[i]`` is the original t the model is called with). Step functions take
-one integer step for the whole batch, so every coefficient is a Python float computed in float64: no host-device
-synchronisation inside a sampling loop.
+one integer step for the whole batch, so every coefficient is a Python float read from the schedule's host tables
+(``Schedule.host``, float64): no host-device synchronisation inside a sampling loop.
 
-The model protocol: ``model(xt, t, cond=None)``, t a LongTensor (B,) in the model's training chain 1..T,
-``cond`` None or class ids (B,) where ``model.null_label`` means unconditional; ``model.objective`` in
-{'eps', 'x0', 'v'}; ``model.learn_sigma`` doubles the output channels with variance logits ([IDDPM] Eq. 15).
+One step of a loop: :func:`ddpm_lessons.reverse.predict` calls the model (the contract is stated once in
+``models/protocol.py``) and returns ε̂ and the learned variance; a step function below turns them into x_{t-1}.
+Nothing here comes from ``losses``.
 
 References:
     [DDPM]  Ho, Jain, Abbeel 2020, arXiv:2006.11239
@@ -35,16 +35,19 @@ from collections.abc import Callable
 import torch
 
 from . import forward as fwd
-from .losses import _draw, _model_log_var, _split_output
-from .schedules import Schedule, respace
+from . import solvers
+from .models import protocol
+from .reverse import cfg_eps, predict
+from .schedules import VAR_TYPES, Schedule, respace
 
 __all__ = [
     "cfg_eps", "ddpm_step", "ddim_step", "predict", "guided_eps", "sample", "ddim_invert", "annealed_langevin",
-    "METHODS", "VAR_TYPES",
+    "METHODS", "ODE_METHODS", "VAR_TYPES",
 ]
 
-METHODS = ("ddpm", "ddim")
-VAR_TYPES = ("beta_tilde", "beta")
+StepFn = Callable[[Schedule, torch.Tensor, int, torch.Tensor, torch.Tensor], torch.Tensor]  # (sched, x, i, ε̂, z)
+ODE_METHODS = ("euler", "heun", "dpm_solver_2", "dpm_solver_pp_2m")  # probability-flow ODE solvers (solvers.py)
+METHODS = ("ddpm", "ddim", *ODE_METHODS)
 
 
 def _step_index(sched: Schedule, t: int | torch.Tensor, name: str, lo: int = 1) -> int:
@@ -60,26 +63,8 @@ def _step_index(sched: Schedule, t: int | torch.Tensor, name: str, lo: int = 1) 
     return t
 
 
-def cfg_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float | None = None, *,
-            guidance_scale: float | None = None) -> torch.Tensor:
-    """Classifier-free guidance: ε̃ = (1 + w) ε_c - w ε_u ([CFG] Eq. 6); w = 0 is plain conditional sampling.
-
-    Give exactly one of ``w`` or ``guidance_scale`` (s, the diffusers/Imagen convention ε̃ = ε_u + s (ε_c - ε_u),
-    with s = 1 + w). Both are the same affine combination. Shapes (B, ...) each.
-    """
-    if (w is None) == (guidance_scale is None):
-        raise ValueError("give exactly one of w (Ho & Salimans) or guidance_scale (s = 1 + w, diffusers)")
-    if eps_cond.shape != eps_uncond.shape:
-        raise ValueError(f"eps_cond {tuple(eps_cond.shape)} and eps_uncond {tuple(eps_uncond.shape)} must match")
-    if guidance_scale is not None:
-        w = guidance_scale - 1.0
-    if not math.isfinite(w):
-        raise ValueError(f"the guidance weight must be finite, got {w}")
-    return (1.0 + w) * eps_cond - w * eps_uncond  # [CFG] Eq. 6
-
-
 def ddpm_step(sched: Schedule, xt: torch.Tensor, t: int, eps_hat: torch.Tensor, var_type: str = "beta_tilde",
-              noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+              noise: torch.Tensor | None = None, generator: fwd.Generator = None,
               log_var: torch.Tensor | None = None, clip_x0: bool = False) -> torch.Tensor:
     """One ancestral step x_t -> x_{t-1} ~ N(μ_θ, σ_t² I) ([DDPM] Algorithm 2).
 
@@ -93,8 +78,8 @@ def ddpm_step(sched: Schedule, xt: torch.Tensor, t: int, eps_hat: torch.Tensor, 
         raise ValueError(f"var_type must be one of {VAR_TYPES}, got {var_type!r}")
     if xt.shape != eps_hat.shape:
         raise ValueError(f"xt {tuple(xt.shape)} and eps_hat {tuple(eps_hat.shape)} must have the same shape")
-    ab, abp = float(sched.alpha_bar[t]), float(sched.alpha_bar_prev[t])
-    alpha, beta = float(sched.alpha[t]), float(sched.beta[t])
+    h = sched.host  # per-step Python floats, float64: no device sync
+    ab, abp, alpha, beta = float(h.alpha_bar[t]), float(h.alpha_bar_prev[t]), float(h.alpha[t]), float(h.beta[t])
     if clip_x0:
         x0_hat = ((xt - math.sqrt(1 - ab) * eps_hat) / math.sqrt(ab)).clamp(-1, 1)
         mean = (math.sqrt(abp) * beta / (1 - ab)) * x0_hat + (math.sqrt(alpha) * (1 - abp) / (1 - ab)) * xt  # Eq. 7
@@ -103,15 +88,15 @@ def ddpm_step(sched: Schedule, xt: torch.Tensor, t: int, eps_hat: torch.Tensor, 
     if t == 1:
         return mean
     if noise is None:
-        noise = _draw(tuple(xt.shape), xt, generator)
+        noise = fwd.draw_noise(tuple(xt.shape), xt, generator)
     if log_var is not None:
         return mean + torch.exp(0.5 * log_var) * noise
-    sigma2 = float(sched.beta_tilde[t]) if var_type == "beta_tilde" else beta
+    sigma2 = float(h.beta_tilde[t]) if var_type == "beta_tilde" else beta
     return mean + math.sqrt(sigma2) * noise  # [DDPM] Algorithm 2, line 4
 
 
 def ddim_step(sched: Schedule, xt: torch.Tensor, t: int, t_prev: int, eps_hat: torch.Tensor, eta: float = 0.0,
-              noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+              noise: torch.Tensor | None = None, generator: fwd.Generator = None,
               clip_x0: bool = False) -> torch.Tensor:
     """One DDIM step x_t -> x_{t_prev} ([DDIM] Eq. 12 with σ_t(η) of Eq. 16).
 
@@ -128,7 +113,7 @@ def ddim_step(sched: Schedule, xt: torch.Tensor, t: int, t_prev: int, eps_hat: t
         raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
     if xt.shape != eps_hat.shape:
         raise ValueError(f"xt {tuple(xt.shape)} and eps_hat {tuple(eps_hat.shape)} must have the same shape")
-    ab, abp = float(sched.alpha_bar[t]), float(sched.alpha_bar[t_prev])
+    ab, abp = float(sched.host.alpha_bar[t]), float(sched.host.alpha_bar[t_prev])
     x0_hat = (xt - math.sqrt(1 - ab) * eps_hat) / math.sqrt(ab)  # [DDIM] Eq. 12, "predicted x_0"
     if clip_x0:
         x0_hat = x0_hat.clamp(-1, 1)
@@ -138,69 +123,9 @@ def ddim_step(sched: Schedule, xt: torch.Tensor, t: int, t_prev: int, eps_hat: t
     x_prev = math.sqrt(abp) * x0_hat + dir_coef * eps_hat  # [DDIM] Eq. 12
     if sigma > 0:
         if noise is None:
-            noise = _draw(tuple(xt.shape), xt, generator)
+            noise = fwd.draw_noise(tuple(xt.shape), xt, generator)
         x_prev = x_prev + sigma * noise  # [DDIM] Eq. 12, random noise term
     return x_prev
-
-
-def _cond_tensor(model: torch.nn.Module, cond: int | torch.Tensor | None, B: int, device: torch.device
-                 ) -> torch.Tensor | None:
-    """Normalise ``cond`` (None, an int class, or ids (B,)) to a LongTensor (B,) or None, with range checks.
-
-    An int is checked on the host and filled on ``device`` (no host-to-device copy); ids already on an accelerator
-    are range-checked with ``torch._assert_async`` (no host synchronisation; see ``Schedule.check_t``).
-    """
-    if cond is None:
-        return None
-    num_classes = int(getattr(model, "num_classes", 0) or 0)
-    if num_classes <= 0:
-        raise ValueError("cond was given but the model is unconditional (model.num_classes is 0)")
-    null = getattr(model, "null_label", num_classes)
-    bad_range = f"cond class ids must lie in 0..{num_classes - 1} (or {null} for unconditional)"
-    if isinstance(cond, int):
-        if not 0 <= cond <= num_classes:
-            raise ValueError(bad_range)
-        return torch.full((B,), int(cond), dtype=torch.long, device=device)
-    c = torch.as_tensor(cond, dtype=torch.long, device=device)
-    if c.dim() == 0:
-        c = c.expand(B)
-    if c.shape != (B,):
-        raise ValueError(f"cond must be an int or a LongTensor of shape ({B},), got shape {tuple(c.shape)}")
-    if c.device.type != "cpu":
-        torch._assert_async(((c >= 0) & (c <= num_classes)).all(), bad_range)
-    elif int(c.min()) < 0 or int(c.max()) > num_classes:
-        raise ValueError(bad_range)
-    return c
-
-
-def predict(model: torch.nn.Module, sched: Schedule, xt: torch.Tensor, i: int, cond: torch.Tensor | None = None,
-            w: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """ε̂ (with classifier-free guidance when ``w`` != 0) and the learned log-variance, or None, at index ``i``.
-
-    The model is called at the original time step ``sched.timesteps[i]``; x_0- and v-predictions are converted to ε
-    with the schedule's ᾱ. With guidance, the conditional and unconditional passes run as one batch of 2B and the
-    variance comes from the conditional branch. ``cond`` is a LongTensor (B,) or None. Returns tensors like xt.
-    """
-    B = xt.shape[0]
-    t_model = torch.full((B,), int(sched.timesteps[i]), dtype=torch.long, device=xt.device)
-    objective = getattr(model, "objective", "eps")
-    if cond is not None and w != 0.0:
-        null = torch.full_like(cond, int(getattr(model, "null_label", model.num_classes)))
-        out = model(torch.cat([xt, xt]), torch.cat([t_model, t_model]), torch.cat([cond, null]))
-        out, var_logits = _split_output(model, out, torch.cat([xt, xt]))
-        t_i = torch.full((2 * B,), i, dtype=torch.long, device=xt.device)
-        eps = fwd._pred_to_eps(sched, torch.cat([xt, xt]), t_i, out, objective)
-        eps_hat = cfg_eps(eps[:B], eps[B:], w)  # [CFG] Eq. 6
-        var_logits = None if var_logits is None else var_logits[:B]
-    else:
-        out, var_logits = _split_output(model, model(xt, t_model, cond), xt)
-        t_i = torch.full((B,), i, dtype=torch.long, device=xt.device)
-        eps_hat = fwd._pred_to_eps(sched, xt, t_i, out, objective)
-    log_var = None
-    if var_logits is not None:
-        log_var = _model_log_var(sched, torch.full((B,), i, dtype=torch.long, device=xt.device), xt, var_logits,
-                                 "beta_tilde")
-    return eps_hat, log_var
 
 
 def guided_eps(model: torch.nn.Module, sched: Schedule, xt: torch.Tensor, i: int,
@@ -210,7 +135,7 @@ def guided_eps(model: torch.nn.Module, sched: Schedule, xt: torch.Tensor, i: int
     xt (B, ...); cond None, an int class or ids (B,). See :func:`predict`.
     """
     i = _step_index(sched, i, "i")
-    c = _cond_tensor(model, cond, xt.shape[0], xt.device)
+    c = protocol.class_ids(model, cond, xt.shape[0], xt.device)
     with torch.no_grad():
         return predict(model, sched, xt, i, c, w)[0]
 
@@ -226,19 +151,25 @@ def _progress(iterable, total: int, enabled: bool, desc: str):
 @torch.no_grad()
 def sample(model: torch.nn.Module, sched: Schedule, shape: tuple[int, ...], method: str = "ddpm",
            steps: int | None = None, eta: float = 0.0, cond: int | torch.Tensor | None = None, w: float = 0.0,
-           generator: torch.Generator | None = None, progress: bool = True, device: torch.device | str | None = None,
+           generator: fwd.Generator = None, progress: bool = True, device: torch.device | str | None = None,
            var_type: str = "beta_tilde", clip_x0: bool = False, x_T: torch.Tensor | None = None,
-           return_trajectory: bool = False, callback: Callable[[int, torch.Tensor], None] | None = None
-           ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+           return_trajectory: bool = False, callback: Callable[[int, torch.Tensor], None] | None = None,
+           step_fn: StepFn | None = None) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Draw samples of ``shape`` (B, ...) by running the reverse chain from x_T ~ N(0, I) to x_0.
 
     method 'ddpm': ancestral sampling ([DDPM] Algorithm 2) with σ² = ``var_type`` (or the model's learned variance),
     on the full chain, or on the strided chain of ``steps`` steps ([IDDPM] §4 respacing).
     method 'ddim': [DDIM] Eq. 12 over ``steps`` evenly spaced steps (default: all T) with σ_t(η) of Eq. 16.
+    methods in ``ODE_METHODS``: the probability-flow ODE integrated by :func:`ddpm_lessons.solvers.sample_ode`.
     ``cond`` (an int class or ids (B,)) with guidance weight ``w`` ([CFG] Eq. 6; w = 0 is conditional sampling).
     Noise is drawn from ``generator`` (on its device, then moved), so a CPU generator gives the same samples on any
-    device. ``x_T`` starts from a given noise tensor (used by DDIM inversion). ``return_trajectory`` also returns
-    the list of x_t after each step (on the CPU). ``callback(i, x)`` is called after each step.
+    device; a list of B generators gives each row its own (a row then does not depend on the batch it is in).
+    ``x_T`` starts from a given noise tensor (used by DDIM inversion) and keeps its dtype (float32 otherwise).
+    ``device`` defaults to the model's (the CPU for a parameterless model). ``return_trajectory`` also returns the
+    list of x_t after each step (on the CPU). ``callback(i, x)`` is called after each step.
+    ``step_fn(chain, x, i, eps_hat, noise) -> x_prev`` (method 'ddpm' only) replaces :func:`ddpm_step`, e.g. a
+    learner's own ancestral step; ``noise`` is drawn at every step, i = 1 included, and a learned variance is not
+    passed on. ``step_fn=lambda s, x, i, e, z: ddpm_step(s, x, i, e, noise=z)`` gives the default samples exactly.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -250,30 +181,30 @@ def sample(model: torch.nn.Module, sched: Schedule, shape: tuple[int, ...], meth
         raise ValueError(f"var_type must be one of {VAR_TYPES}, got {var_type!r}")
     if len(shape) < 1 or any((not isinstance(n, int)) or n < 1 for n in shape):
         raise ValueError(f"shape must be a tuple of positive ints (B, ...), got {shape}")
+    if step_fn is not None and method != "ddpm":
+        raise ValueError(f"step_fn replaces the ancestral step: it needs method='ddpm', got {method!r}")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= sched.T):
         raise ValueError(f"steps must be an integer in 1..{sched.T} (the schedule's T), got {steps!r}")
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu")) \
-            if isinstance(model, torch.nn.Module) else torch.device("cpu")
-    device = torch.device(device)
-    chain = sched if steps is None or steps == sched.T else respace(sched, steps)
-    was_training = getattr(model, "training", False)
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    try:
-        B = shape[0]
-        c = _cond_tensor(model, cond, B, device)
-        if x_T is None:
-            x = _draw(tuple(shape), torch.empty(0, device=device), generator)
-        else:
-            if tuple(x_T.shape) != tuple(shape):
-                raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {tuple(shape)}")
-            fwd.check_finite(x_T, "x_T")
-            x = x_T.to(device=device, dtype=torch.float32)
-        traj = [x.cpu()] if return_trajectory else []
+    device = protocol.device_of(model) if device is None else torch.device(device)
+    chain = (sched if steps is None or steps == sched.T else respace(sched, steps)).to(device)  # tables copied once
+    c = protocol.class_ids(model, cond, shape[0], device)
+    if x_T is None:
+        x = fwd.draw_noise(tuple(shape), torch.empty(0, device=device), generator)  # float32
+    else:
+        if tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {tuple(shape)}")
+        fwd.check_finite(x_T, "x_T")
+        x = x_T.to(device=device)
+    if method in ODE_METHODS:
+        return solvers.sample_ode(model, sched, x, method=method, steps=steps, cond=c, w=w, clip_x0=clip_x0,
+                                  return_trajectory=return_trajectory, callback=callback)
+    traj = [x.cpu()] if return_trajectory else []
+    with protocol.eval_mode(model):
         for i in _progress(range(chain.T, 0, -1), chain.T, progress, f"{method} sampling"):
             eps_hat, log_var = predict(model, chain, x, i, c, w)
-            if method == "ddpm":
+            if step_fn is not None:
+                x = step_fn(chain, x, i, eps_hat, fwd.draw_noise(tuple(x.shape), x, generator))
+            elif method == "ddpm":
                 x = ddpm_step(chain, x, i, eps_hat, var_type=var_type, generator=generator, log_var=log_var,
                               clip_x0=clip_x0)
             else:
@@ -282,9 +213,6 @@ def sample(model: torch.nn.Module, sched: Schedule, shape: tuple[int, ...], meth
                 traj.append(x.cpu())
             if callback is not None:
                 callback(i, x)
-    finally:
-        if was_training:
-            model.train()
     return (x, traj) if return_trajectory else x
 
 
@@ -296,27 +224,25 @@ def ddim_invert(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, steps
     Each step x_{τ_{i-1}} -> x_{τ_i} reuses Eq. 12 with the roles of the two steps swapped, evaluating ε̂ at the
     current point (at x_0 the model is called at τ_1, the first noisy step). Sampling from the result with
     ``sample(..., method='ddim', eta=0, steps=steps, x_T=...)`` returns approximately ``x0``; the round-trip error
-    shrinks as ``steps`` grows. x0: (B, ...); returns x_T of the same shape.
+    shrinks as ``steps`` grows. x0: (B, ...); returns x_T of the same shape and dtype.
     """
     fwd.check_finite(x0, "x0")
-    chain = sched if steps is None or steps == sched.T else respace(sched, steps)
-    was_training = getattr(model, "training", False)
-    model.eval()
-    c = _cond_tensor(model, cond, x0.shape[0], x0.device)
+    chain = (sched if steps is None or steps == sched.T else respace(sched, steps)).to(x0.device)
+    c = protocol.class_ids(model, cond, x0.shape[0], x0.device)
     x = x0
-    for i in _progress(range(0, chain.T), chain.T, progress, "DDIM inversion"):
-        eps_hat, _ = predict(model, chain, x, max(i, 1), c, w)
-        ab, ab_next = float(chain.alpha_bar[i]), float(chain.alpha_bar[i + 1])
-        x0_hat = (x - math.sqrt(1 - ab) * eps_hat) / math.sqrt(ab)
-        x = math.sqrt(ab_next) * x0_hat + math.sqrt(1 - ab_next) * eps_hat  # [DDIM] Eq. 12 with η = 0, upwards
-    model.train(was_training)
+    with protocol.eval_mode(model):
+        for i in _progress(range(0, chain.T), chain.T, progress, "DDIM inversion"):
+            eps_hat, _ = predict(model, chain, x, max(i, 1), c, w)
+            ab, ab_next = float(chain.host.alpha_bar[i]), float(chain.host.alpha_bar[i + 1])
+            x0_hat = (x - math.sqrt(1 - ab) * eps_hat) / math.sqrt(ab)
+            x = math.sqrt(ab_next) * x0_hat + math.sqrt(1 - ab_next) * eps_hat  # [DDIM] Eq. 12 with η = 0, upwards
     return x
 
 
 @torch.no_grad()
 def annealed_langevin(model: torch.nn.Module, sched: Schedule, shape: tuple[int, ...], n_levels: int = 10,
                       n_steps_each: int = 100, step_lr: float = 2e-5, cond: int | torch.Tensor | None = None,
-                      generator: torch.Generator | None = None, progress: bool = False,
+                      generator: fwd.Generator = None, progress: bool = False,
                       device: torch.device | str | None = None) -> torch.Tensor:
     """Annealed Langevin dynamics ([NCSN] Algorithm 1) driven by a diffusion model's score.
 
@@ -324,29 +250,28 @@ def annealed_langevin(model: torch.nn.Module, sched: Schedule, shape: tuple[int,
     σ_t = √((1-ᾱ_t)/ᾱ_t), whose score is ∇_y log q(y) = -ε̂(√ᾱ_t y, t)/σ_t. Over ``n_levels`` noise levels
     (geometric in σ from the largest σ_t ≤ 50 down to the smallest σ_1), ``n_steps_each`` updates
     y <- y + (a/2) ∇ log q(y) + √a z with a = step_lr · σ_i²/σ_L² ([NCSN] Algorithm 1). Returns y at the last
-    level (≈ x_0), shape ``shape``.
+    level (≈ x_0), shape ``shape``. ``device`` defaults to the model's (the CPU for a parameterless model).
     """
     if n_levels < 2 or n_steps_each < 1 or not step_lr > 0:
         raise ValueError("need n_levels >= 2, n_steps_each >= 1 and step_lr > 0")
-    if device is None:
-        device = next(model.parameters()).device
-    sigma_all = ((1 - sched.alpha_bar[1:]) / sched.alpha_bar[1:]).sqrt()  # (T,), increasing in t
+    device = protocol.device_of(model) if device is None else torch.device(device)
+    h = sched.host
+    sigma_all = ((1 - h.alpha_bar[1:]) / h.alpha_bar[1:]).sqrt()  # (T,), increasing in t
     t_max = int((sigma_all <= 50.0).nonzero().max()) + 1
     targets = torch.logspace(math.log10(float(sigma_all[t_max - 1])), math.log10(float(sigma_all[0])), n_levels,
                              dtype=torch.float64)
     levels = [int(torch.argmin((sigma_all - s).abs())) + 1 for s in targets]  # the t whose σ_t is nearest
     sigma_L = float(sigma_all[levels[-1] - 1])
-    was_training = model.training
-    model.eval()
-    c = _cond_tensor(model, cond, shape[0], torch.device(device))
-    y = _draw(tuple(shape), torch.empty(0, device=device), generator) * float(sigma_all[levels[0] - 1])
-    for t in _progress(levels, len(levels), progress, "annealed Langevin"):
-        ab = float(sched.alpha_bar[t])
-        sigma = math.sqrt((1 - ab) / ab)
-        a = step_lr * sigma ** 2 / sigma_L ** 2  # [NCSN] Algorithm 1, α_i = ε σ_i²/σ_L²
-        for _ in range(n_steps_each):
-            eps_hat, _ = predict(model, sched, math.sqrt(ab) * y, t, c, 0.0)
-            score = -eps_hat / sigma
-            y = y + 0.5 * a * score + math.sqrt(a) * _draw(tuple(shape), y, generator)  # [NCSN] Algorithm 1
-    model.train(was_training)
+    chain = sched.to(device)
+    c = protocol.class_ids(model, cond, shape[0], device)
+    y = fwd.draw_noise(tuple(shape), torch.empty(0, device=device), generator) * float(sigma_all[levels[0] - 1])
+    with protocol.eval_mode(model):
+        for t in _progress(levels, len(levels), progress, "annealed Langevin"):
+            ab = float(h.alpha_bar[t])
+            sigma = math.sqrt((1 - ab) / ab)
+            a = step_lr * sigma ** 2 / sigma_L ** 2  # [NCSN] Algorithm 1, α_i = ε σ_i²/σ_L²
+            for _ in range(n_steps_each):
+                eps_hat, _ = predict(model, chain, math.sqrt(ab) * y, t, c, 0.0)
+                score = -eps_hat / sigma
+                y = y + 0.5 * a * score + math.sqrt(a) * fwd.draw_noise(tuple(shape), y, generator)  # [NCSN] Alg. 1
     return y

@@ -25,6 +25,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import metrics, plotting, samplers
+from .models import protocol
 from .schedules import Schedule
 
 __all__ = ["DDIMExplorer", "ddim_explorer"]
@@ -51,7 +52,7 @@ def _png(fig: Figure) -> bytes:
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
+    return protocol.device_of(model)
 
 
 def _sample_shape(model: torch.nn.Module, n: int) -> tuple[int, ...]:
@@ -137,7 +138,7 @@ class DDIMExplorer(widgets.VBox):
         fig, ax = _new_figure(self.figsize)
         nrow = None
         if self.cond is not None and self.samples.dim() == 4:
-            nrow = int(getattr(self.model, "num_classes", 0)) or None
+            nrow = protocol.num_classes(self.model) or None
         _draw_samples(ax, self.samples, self.reference, self.lim, f"η = {eta:.1f}, {steps} steps", nrow=nrow)
         self.image.value = _png(fig)
         self.status.value = text
@@ -182,7 +183,7 @@ def ddim_explorer(model: torch.nn.Module, sched: Schedule, n: int | None = None,
     elif n is not None and shape[0] != n:
         raise ValueError(f"shape[0] ({shape[0]}) and n ({n}) disagree")
     shape = tuple(int(s) for s in shape)
-    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    num_classes = protocol.num_classes(model)
     if cond is None and num_classes > 0 and len(shape) == 4:
         cond = torch.arange(shape[0]) % num_classes  # a grid with one class per column
     if isinstance(cond, torch.Tensor):
@@ -216,24 +217,35 @@ class GuidanceExplorer(widgets.VBox):
         message: an ``HTML`` line for clamped values and errors (empty when all is well).
         samples, labels: the images on display (n, 1, H, W) on the CPU and the requested classes (n,).
         report: the last numbers as a dict (w, s, digit, steps, seed, adherence, confidence, diversity,
-            diversity_real, diversity_ratio, classifier_test_accuracy, seconds).
+            diversity_real, diversity_ratio, classifier_test_accuracy, seconds, and ``curve``: the trade-off points
+            as a list of dicts (w, adherence, diversity_ratio), sorted by w, the current w among them).
+        curve_image: the ``Image`` widget of the trade-off curve (adherence and within-class diversity against w
+            for the current class, steps and seed, the current w marked); None when ``curve_ws`` is empty.
         n_draws: redraws so far (1 after construction); n_sampled: how many of them ran the sampler (the others
-            came from the cache of recent settings).
+            came from the cache of recent settings); n_curve_sampled: sampler runs for the curve's other w values.
     """
 
     def __init__(self, model: torch.nn.Module, sched: Schedule, classifier: torch.nn.Module, n: int, w: float,
                  digit: int | str, steps: int, steps_options: Sequence[int], seed: int, clip_x0: bool,
-                 cache_size: int, figsize: Sequence[float]) -> None:
+                 cache_size: int, figsize: Sequence[float], curve_ws: Sequence[float] = (),
+                 curve: dict[float, dict] | None = None) -> None:
         self.model, self.sched, self.classifier = model, sched, classifier
         self.n, self.clip_x0, self.figsize, self.cache_size = n, clip_x0, figsize, cache_size
-        self.num_classes = int(model.num_classes)
+        self.num_classes = protocol.num_classes(model)
         self.device = _model_device(model)
         self.samples: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
         self.report: dict[str, float | int | str] = {}
         self.n_draws = 0
         self.n_sampled = 0
+        self.n_curve_sampled = 0
+        self.curve_ws = tuple(float(v) for v in curve_ws)
         self._results: dict[tuple, tuple[torch.Tensor, dict]] = {}  # settings -> (samples, numbers), LRU order
+        self._curves: dict[tuple, dict[float, dict]] = {}  # (digit, steps, seed) -> {w: numbers}, LRU order
+        if curve:  # precomputed points for the starting class, steps and seed (e.g. a notebook's own sweep)
+            self._curves[(digit, int(steps), int(seed))] = {
+                round(float(wv), 4): dict(w=float(wv), adherence=float(r["adherence"]),
+                                          diversity_ratio=float(r["diversity_ratio"])) for wv, r in curve.items()}
         self._x_T: dict[int, torch.Tensor] = {}  # seed -> starting noise
         self._real_diversity: dict[int | str, float] = {}  # class -> diversity of the real test images
         self._last_good = (float(w), digit, int(steps), int(seed))
@@ -253,7 +265,9 @@ class GuidanceExplorer(widgets.VBox):
             control.observe(self._on_change, names="value")
         controls = widgets.VBox([widgets.HBox([self.w_slider, self.class_picker]),
                                  widgets.HBox([self.steps_slider, self.seed_box])])
-        super().__init__([controls, self.image, self.metrics_html, self.message])
+        self.curve_image = widgets.Image(format="png", width=int(80 * 3.6)) if self.curve_ws else None
+        pictures = widgets.HBox([self.image, self.curve_image]) if self.curve_image is not None else self.image
+        super().__init__([controls, pictures, self.metrics_html, self.message])
         self.redraw()
 
     # ---- programmatic use ------------------------------------------------------------------------------------
@@ -334,7 +348,8 @@ class GuidanceExplorer(widgets.VBox):
         return w, digit, steps, int(seed), notes
 
     # ---- drawing ---------------------------------------------------------------------------------------------
-    def _compute(self, w: float, digit: int | str, steps: int, seed: int) -> tuple[torch.Tensor, dict]:
+    def _compute(self, w: float, digit: int | str, steps: int, seed: int, for_curve: bool = False
+                 ) -> tuple[torch.Tensor, dict]:
         key = (round(w, 4), digit, steps, seed)
         if key in self._results:
             self._results[key] = self._results.pop(key)  # most recently used goes last
@@ -355,11 +370,52 @@ class GuidanceExplorer(widgets.VBox):
                        diversity=diversity, diversity_real=real, diversity_ratio=diversity / real,
                        classifier_test_accuracy=float(getattr(self.classifier, "test_accuracy", float("nan"))),
                        seconds=time.perf_counter() - start)
+        if for_curve:  # a curve point: its numbers are kept (in _curves), its samples are not
+            self.n_curve_sampled += 1
+            return x, numbers
         self.n_sampled += 1
         self._results[key] = (x, numbers)
         while len(self._results) > self.cache_size:
             self._results.pop(next(iter(self._results)))
         return x, numbers
+
+    def _curve(self, current: dict) -> list[dict]:
+        """Adherence and diversity ratio at ``curve_ws`` and the current w, for the current class, steps and seed.
+
+        Each point is one sampling run with the same x_T (cached per setting); the current point is ``current``.
+        """
+        ckey = (current["digit"], current["steps"], current["seed"])
+        pts = self._curves.pop(ckey, {})
+        self._curves[ckey] = pts  # most recently used goes last
+        pts[round(current["w"], 4)] = current
+        for wv in self.curve_ws:
+            if round(wv, 4) not in pts:
+                pts[round(wv, 4)] = self._compute(wv, current["digit"], current["steps"], current["seed"],
+                                                  for_curve=True)[1]
+        while len(self._curves) > 16:
+            self._curves.pop(next(iter(self._curves)))
+        return [dict(w=r["w"], adherence=r["adherence"], diversity_ratio=r["diversity_ratio"])
+                for _, r in sorted(pts.items())]
+
+    def _draw_curve(self, curve: list[dict], w: float) -> bytes:
+        """The trade-off picture: adherence (%) and diversity / real diversity against w, the current w marked."""
+        fig = Figure(figsize=(3.6, 2.6), dpi=80, layout="constrained")
+        ax = fig.add_subplot(1, 1, 1)
+        ws = [p["w"] for p in curve]
+        ax.plot(ws, [100 * p["adherence"] for p in curve], "o-", color="#2e86ab", label="adherence (%)")
+        ax.set_xlabel("guidance weight w")
+        ax.set_ylabel("adherence (%)", color="#2e86ab")
+        ax.set_ylim(0, 105)
+        ax2 = ax.twinx()
+        ax2.plot(ws, [p["diversity_ratio"] for p in curve], "s--", color="#d1495b", label="diversity / real")
+        ax2.set_ylabel("diversity / real", color="#d1495b")
+        ax2.set_ylim(0, max(1.2, 1.1 * max(p["diversity_ratio"] for p in curve)))
+        ax.axvline(w, color="0.3", lw=1, ls=":")
+        cur = next(p for p in curve if round(p["w"], 4) == round(w, 4))
+        ax.plot([w], [100 * cur["adherence"]], "o", ms=9, mfc="none", mec="k")
+        ax2.plot([w], [cur["diversity_ratio"]], "s", ms=9, mfc="none", mec="k")
+        ax.set_title(f"trade-off, current w = {w:.1f}", fontsize=9)
+        return _png(fig)
 
     def redraw(self) -> None:
         """Sample (or fetch from the cache) for the current controls and update the picture and the numbers.
@@ -372,6 +428,7 @@ class GuidanceExplorer(widgets.VBox):
         w, digit, steps, seed, notes = self._settings()
         try:
             x, r = self._compute(w, digit, steps, seed)
+            curve = self._curve(r) if self.curve_ws else []
         except Exception as err:  # noqa: BLE001 -- a widget callback must not take the kernel's cell down
             self.message.value = f"<span style='color:#d1495b'>could not draw: {html.escape(str(err))}</span>"
             return
@@ -382,7 +439,9 @@ class GuidanceExplorer(widgets.VBox):
                 self.w_slider.value, self.class_picker.value, self.seed_box.value = w, digit, seed
             finally:
                 self._suspended = False
-        self.samples, self.labels, self.report = x, self._labels(digit), r
+        self.samples, self.labels, self.report = x, self._labels(digit), {**r, "curve": curve}
+        if self.curve_image is not None:
+            self.curve_image.value = self._draw_curve(curve, w)
         what = "all digits" if digit == _ALL_CLASSES else f"digit {digit}"
         fig, ax = _new_figure(self.figsize)
         plotting.show_images(x, ax=ax, nrow=self.num_classes, title=f"w = {w:.1f} (s = {1 + w:.1f}), {what}")
@@ -403,7 +462,9 @@ class GuidanceExplorer(widgets.VBox):
 def guidance_explorer(model: torch.nn.Module, sched: Schedule | None = None, classifier: torch.nn.Module | None = None,
                       n: int = 40, w: float = 0.0, digit: int | str = "all", steps: int = 10,
                       steps_options: Sequence[int] = (5, 10, 20, 50), seed: int = 0, clip_x0: bool = True,
-                      cache_size: int = 64, figsize: Sequence[float] = (5.6, 2.6)) -> GuidanceExplorer:
+                      cache_size: int = 64, figsize: Sequence[float] = (5.6, 2.6),
+                      curve_ws: Sequence[float] | None = (0.0, 1.0, 2.0, 4.0, 8.0),
+                      curve: dict[float, dict] | None = None) -> GuidanceExplorer:
     """An interactive classifier-free guidance sampler for a class-conditional digits model ([CFG] Eq. 6).
 
     Controls: the guidance weight w ∈ [0, 10] (ε̃ = (1 + w) ε_c - w ε_u; the diffusers scale is s = 1 + w), the class
@@ -416,14 +477,22 @@ def guidance_explorer(model: torch.nn.Module, sched: Schedule | None = None, cla
         model: a class-conditional model with a learned null label (``model.num_classes > 0``), e.g.
             ``train.pretrained("digits_cfg").ema_model``; a ``TrainResult`` is accepted too (its EMA model and
             schedule are used).
-        sched: the full schedule the model was trained with; default: the result's, else
-            ``schedules.linear(config.sizes().T)`` (what ``train.pretrained`` trains with).
+        sched: the full schedule the model was trained with. Default: the result's ``sched`` (or the model's own
+            ``sched`` attribute, as the exact mixture models have); a bare model without one raises ValueError,
+            because a guessed schedule samples a different chain than the one trained (``digits_cfg`` is cosine).
         classifier: the digits classifier; default ``metrics.digit_classifier()`` (trained once, cached on disk).
         n: samples per draw, 2·num_classes..200 (40 keeps a redraw near half a second on a laptop CPU at 10 steps).
         w, digit, steps, seed: initial control values; ``steps`` must be one of ``steps_options`` (each in 1..T).
         clip_x0: clip the predicted x_0 to [-1, 1] at every DDIM step (large w pushes pixels out of range).
         cache_size: how many recent settings keep their samples (moving back to one redraws instantly).
         figsize: the picture's size in inches.
+        curve_ws: the w values of the trade-off curve (adherence and within-class diversity against w, drawn beside
+            the samples with the current w marked); each new class/steps/seed costs one sampling run per value.
+            None or () draws no curve.
+        curve: precomputed points ``{w: {"adherence": ..., "diversity_ratio": ...}}`` (e.g. ``metrics.digit_report``
+            dicts) for the starting class, steps and seed: construction then samples only the current w. Their w
+            values replace ``curve_ws`` (when that is left at its default). The current point is always the
+            explorer's own draw (n samples), so it can sit off a curve measured with more samples.
 
     Returns:
         a :class:`GuidanceExplorer` (an ``ipywidgets.VBox``): display it as the last expression of a cell, or drive
@@ -431,18 +500,19 @@ def guidance_explorer(model: torch.nn.Module, sched: Schedule | None = None, cla
     """
     import math
 
-    from . import config, schedules
-
     if sched is None and hasattr(model, "ema_model") and hasattr(model, "sched"):
         model, sched = model.ema_model, model.sched
     elif hasattr(model, "ema_model"):
         model = model.ema_model
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model must be a torch.nn.Module or a TrainResult, got {type(model).__name__}")
-    if int(getattr(model, "num_classes", 0) or 0) <= 0 or getattr(model, "null_label", None) is None:
+    if protocol.num_classes(model) <= 0 or protocol.null_label(model) is None:
         raise ValueError("model must be class-conditional with a null label (model.num_classes > 0) for guidance")
-    if sched is None:
-        sched = schedules.linear(config.sizes().T)
+    if sched is None and isinstance(getattr(model, "sched", None), Schedule):
+        sched = model.sched
+    if sched is None:  # errata 29: never guess (a linear guess sampled digits_cfg, trained on cosine, wrongly)
+        raise ValueError("guidance_explorer needs the schedule the model was trained with: pass sched=..., or the "
+                         "TrainResult itself (e.g. guidance_explorer(train.pretrained('digits_cfg')))")
     if not isinstance(sched, Schedule):
         raise ValueError(f"sched must be a ddpm_lessons.schedules.Schedule, got {type(sched).__name__}")
     shape = _sample_shape(model, 1)
@@ -466,5 +536,14 @@ def guidance_explorer(model: torch.nn.Module, sched: Schedule | None = None, cla
         raise ValueError(f"seed must be an integer in 0..2**31-1, got {seed!r}")
     if not isinstance(cache_size, int) or cache_size < 1:
         raise ValueError(f"cache_size must be an integer >= 1, got {cache_size!r}")
+    if curve is not None:
+        if not isinstance(curve, dict) or not all(
+                isinstance(r, dict) and "adherence" in r and "diversity_ratio" in r for r in curve.values()):
+            raise ValueError("curve must be a dict {w: {'adherence': ..., 'diversity_ratio': ...}}")
+        if curve_ws == (0.0, 1.0, 2.0, 4.0, 8.0):
+            curve_ws = sorted(float(v) for v in curve)
+    curve_ws = tuple(curve_ws or ())
+    if not all(isinstance(v, int | float) and 0 <= v <= GUIDANCE_W_MAX for v in curve_ws):
+        raise ValueError(f"curve_ws must be numbers in [0, {GUIDANCE_W_MAX:g}], got {curve_ws!r}")
     return GuidanceExplorer(model, sched, classifier, n, float(w), digit, int(steps), options, int(seed),
-                            bool(clip_x0), cache_size, figsize)
+                            bool(clip_x0), cache_size, figsize, curve_ws, curve)

@@ -1,4 +1,4 @@
-"""Model cache: keys, atomic writes, corrupted / mismatched files, and the folder left alone."""
+"""Model cache: keys and fingerprints, atomic writes, corrupted / mismatched files, and the folder left alone."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import textwrap
 import pytest
 import torch
 
+from ddpm_lessons import cache as cache_mod
 from ddpm_lessons import schedules
 from ddpm_lessons import train as train_mod
+from ddpm_lessons.cache import atomic_torch_save, atomic_write, cache_dir, cache_key, fingerprint, get_or_train
 from ddpm_lessons.models import MLPDenoiser
-from ddpm_lessons.train import TrainConfig, atomic_torch_save, cache_dir, cache_key, get_or_train, pretrained
+from ddpm_lessons.presets import pretrained
+from ddpm_lessons.train import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +117,7 @@ def test_hard_kill_mid_write_never_exposes_the_final_file(tmp_path):
     target = tmp_path / "model.pt"
     script = textwrap.dedent(f"""
         import os, torch
-        from ddpm_lessons.train import atomic_torch_save
+        from ddpm_lessons.cache import atomic_torch_save
 
         class Bomb:
             def __reduce__(self):
@@ -214,3 +217,50 @@ def test_cache_key_of_a_schedule_ignores_its_memo_of_derived_tables():
     assert cache_key({"schedule": sched}) == before
     assert cache_key({"schedule": schedules.cosine(50)}) == before
     assert cache_key({"schedule": schedules.linear(50)}) != before
+
+
+def test_old_names_still_import_from_train():
+    # notebooks and outside code call train.pretrained / train.get_or_train / train.cache_dir ...
+    for name in ("pretrained", "PRESETS", "get_or_train", "cache_dir", "cache_key", "atomic_torch_save", "load",
+                 "save_checkpoint", "schedule_spec", "schedule_from_spec"):
+        assert getattr(train_mod, name) is not None, name
+    assert train_mod.get_or_train is get_or_train and train_mod.cache_dir is cache_dir
+    from ddpm_lessons.train import pretrained as old
+
+    assert old is pretrained
+    with pytest.raises(AttributeError):
+        train_mod.no_such_name  # noqa: B018
+
+
+def test_one_cache_folder_for_models_and_classifiers(_isolated_cache):
+    from ddpm_lessons import metrics
+
+    assert metrics.cache_dir() == str(cache_dir()) == str(_isolated_cache)
+
+
+def test_key_and_fingerprint_include_the_training_semantics_version(monkeypatch):
+    key, fp = cache_key(KEY), fingerprint(KEY)
+    monkeypatch.setattr(cache_mod, "TRAINING_SEMANTICS_VERSION", train_mod.TRAINING_SEMANTICS_VERSION + 1)
+    assert cache_key(KEY) != key and fingerprint(KEY) != fp
+
+
+def test_fingerprint_ignores_the_package_version(monkeypatch):
+    import ddpm_lessons
+
+    fp = fingerprint(KEY)
+    monkeypatch.setattr(ddpm_lessons, "__version__", ddpm_lessons.__version__ + ".post1")
+    assert fingerprint(KEY) == fp and fingerprint({**KEY, "data": "moons"}) != fp
+
+
+def test_atomic_write_leaves_a_readable_file_or_nothing(tmp_path):
+    path = tmp_path / "card.json"
+    atomic_write(path, lambda f: f.write(b"{}"))
+    assert path.read_bytes() == b"{}" and (path.stat().st_mode & 0o777) == 0o644
+
+    def fail(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, fail)
+    assert path.read_bytes() == b"{}" and [p.name for p in tmp_path.iterdir()] == ["card.json"]

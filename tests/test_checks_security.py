@@ -82,7 +82,6 @@ def attacks(sentinel: Path) -> list[str]:
         "x_t\n__import__('os')",
         "sqrt(x_t, key=1)",
         "sqrt(*x_t)",
-        "sqrt(x_t)(x_0)",
         "9**9**9**9",
         "9^9^9^9",
         "10**10**10",
@@ -134,8 +133,68 @@ def test_hostile_sympy_objects(tmp_path: Path) -> None:
     assert "`Evil` is not an allowed function" in check("forward_mean", sp.Function("Evil")(x_t)).feedback
 
 
+def test_call_syntax_on_a_result_is_a_product_not_a_call() -> None:
+    # "sqrt(x_t)(x_0)" was an attack-shaped call of a call; with implicit multiplication it is the product
+    # sqrt(x_t)*x_0, built node by node like any other answer (nothing is called)
+    out = parse("sqrt(x_t)(x_0)", NAMES)
+    assert out == sp.sqrt(NAMES["x_t"]) * NAMES["x_0"]
+
+
+# -- LaTeX hostile input -----------------------------------------------------------------------------------------------
+LATEX_ATTACKS = [
+    r"\input{/etc/passwd}", r"\include{x}", r"\def\x{1}\x", r"\newcommand{\x}{1}\x", r"\renewcommand{\frac}{x}",
+    r"\let\a=\b", r"\catcode`\^=7", r"\csname x\endcsname", r"\write18{touch pwned}", r"\immediate\write18{ls}",
+    r"\usepackage{x}", r"\begin{verbatim}x\end{verbatim}x", r"\directlua{os.execute('touch pwned')}",
+    r"\expandafter\x", r"\href{http://x}{x_t}", r"\url{x}", r"\verb|x|", r"\special{x}", r"\openin1=x",
+    r"\frac{x_t}", r"\sqrt", r"\frac{}{}", r"\sqrt[3]{x_t}", r"\bar{x_t + x_0}", "{" * 5000 + "x_t" + "}" * 5000,
+    r"\frac{" * 200 + "x_t" + "}{2}" * 200, r"\sqrt{" * 500 + "x_t" + "}" * 500, "$" * 3000, "\\" * 600,
+    r"\left(" * 400 + "x_t" + r"\right)" * 400, "x_t^{" * 300 + "2" + "}" * 300, r"x_t}", r"{x_t",
+]
+
+
+@pytest.mark.parametrize("text", LATEX_ATTACKS, ids=range(len(LATEX_ATTACKS)))
+def test_latex_hostile_input_is_rejected_fast(text: str, tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(ParseError) as e:
+        parse(text, NAMES, aliases=catalogue.ALIASES, elsewhere=tuple(catalogue.VOCAB))
+    assert str(e.value) and time.perf_counter() - t0 < 0.5
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_latex_megabyte_input_is_rejected_by_length_first() -> None:
+    big = r"\frac{x_t}{2} + " * 70_000  # ~1 MB
+    t0 = time.perf_counter()
+    with pytest.raises(ParseError, match="too long"):
+        parse(big, NAMES)
+    assert time.perf_counter() - t0 < 0.1
+    r = check("forward_mean", big)  # rejected before the worker round trip
+    assert r.status == "invalid" and r.evidence == "input size"
+
+
+def test_latex_nesting_within_the_length_cap_is_bounded() -> None:
+    # 333 nested \sqrt{ fit in 1000 characters: stopped by the LaTeX depth cap, not by Python's recursion limit
+    deep = r"\sqrt{" * 140 + "x_t" + "}" * 140
+    assert len(deep) <= 1000
+    with pytest.raises(ParseError, match="too deeply nested"):
+        parse(deep, NAMES)
+    r = check("forward_mean", deep)
+    assert r.status == "invalid" and "nested" in r.feedback
+
+
 # -- fuzzing -----------------------------------------------------------------------------------------------------------
-_ALPHABET = "x_t0a1lpha_bar sqrtexplog()+-*/^.,eps2 9" + "[]{}'\"=:;\\|&%!@#~`<>" + "\u03b1\u221a\u00b2"
+_ALPHABET = ("x_t0a1lpha_bar sqrtexplog()+-*/^.,eps2 9" + "[]{}'\"=:;\\|&%!@#~`<>" + "\u03b1\u221a\u00b2"
+             + "\u1fb1\u2080\u209c\u208b\u0304\u2009$")
+
+
+_LATEX_WORDS = st.sampled_from([r"\frac", r"\sqrt", r"\bar", r"\alpha", r"\beta", r"\epsilon", r"\left(", r"\right)",
+                                r"\cdot", r"\input", r"\def", "{", "}", "^", "_", "x_t", "t-1", "1", "-", "+", " ", "$",
+                                r"\mathbf", r"\tilde", r"\,", r"\\", "&", "="])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_LATEX_WORDS, max_size=60).map("".join))
+def test_fuzz_latex(text: str) -> None:
+    _parse_or_error(text)
 
 
 def _parse_or_error(text: str) -> None:

@@ -77,13 +77,13 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
 def test_cli_train_runs_under_torchrun(tmp_path):
     out = tmp_path / "mixture.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "ddpm_lessons.cli_train", "train", "--dataset", "mixture_8", "--n-train", "2000", "--steps", "10",
+           "-m", "ddpm_lessons.cli", "train", "--dataset", "mixture_8", "--n-train", "2000", "--steps", "10",
            "--batch-size", "64", "--device", "cpu", "--no-progress", "--out", str(out)]
     proc = subprocess.run(cmd, env=_env(DDPM_LESSONS_CACHE=str(tmp_path)), capture_output=True, timeout=240)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     assert out.is_file()
     assert proc.stdout.decode().count("world size 2") == 1  # only rank 0 prints
-    from ddpm_lessons.train import load
+    from ddpm_lessons.cache import load
 
     r = load(out)
     assert r.meta["world_size"] == 2 and r.history["step"][-1] == 10

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from ddpm_lessons import exact, losses, schedules
 from ddpm_lessons import forward as fwd
-from ddpm_lessons import losses, schedules
 
 from .conftest import GaussianOracle
 
@@ -70,7 +70,7 @@ def test_vlb_weight_turns_eps_mse_into_kl():
         xt = fwd.q_sample(s, x0, t, eps)
         a, b, ab = s.alpha[t].unsqueeze(1), s.beta[t].unsqueeze(1), s.alpha_bar[t].unsqueeze(1)
         mean_hat = (xt - b / (1 - ab).sqrt() * eps_hat) / a.sqrt()  # [DDPM] Eq. 11
-        sigma2 = losses._sigma2(s, var_type)[t].unsqueeze(1)
+        sigma2 = (s.beta_tilde if var_type == "beta_tilde" else s.beta)[t].unsqueeze(1)  # σ_t², t >= 2
         kl = losses.vlb_term(s, x0, xt, t, mean_hat, sigma2.log())
         w_mse = losses.vlb_weight(s, t, var_type) * ((eps - eps_hat) ** 2).sum(1)
         if var_type == "beta_tilde":
@@ -82,28 +82,23 @@ def test_vlb_weight_turns_eps_mse_into_kl():
 
 
 def test_bits_per_dim_of_oracle_matches_closed_form():
+    """The Monte Carlo bound of the exact denoiser of Gaussian data against ``exact.closed_form_bound`` (written
+    from the schedule alone, none of this module's helpers), term by term and in total."""
     sched = schedules.linear(100, 1e-3, 0.1)
     m, sd, D, N = 0.1, 0.2, 4, 4000
     g = torch.Generator().manual_seed(7)
     x0 = (m + sd * torch.randn(N, D, generator=g, dtype=torch.float64)).clamp(-1, 1)
     model = GaussianOracle(sched, m, sd)
-    out = losses.bits_per_dim(model, sched, x0, generator=g)
-    to_bits = 1 / math.log(2)
-    # closed forms, per dimension in bits: E L_T and E L_{t-1} = λ_t Var(ε | x_t) for t ≥ 2
-    ab_T = float(sched.alpha_bar[-1])
-    prior = 0.5 * (-math.log(1 - ab_T) + (1 - ab_T) + ab_T * (m ** 2 + sd ** 2) - 1) * to_bits
-    t = torch.arange(2, sched.T + 1)
-    ab = sched.alpha_bar[t]
-    kl_terms = losses.vlb_weight(sched, t) * ab * sd ** 2 / (ab * sd ** 2 + 1 - ab) * to_bits
-    # 5 standard errors of the mean over N examples (the closed form for the prior ignores the clamp, which moves
-    # fewer than 1e-6 of the values)
-    mc_prior = out["prior"]
-    assert abs(float(mc_prior.mean()) - prior) < 5 * float(mc_prior.std()) / math.sqrt(N) + 1e-9
-    kl_sum = out["terms"][:, 1:].sum(1)
-    se = float(kl_sum.std()) / math.sqrt(N)
-    assert abs(float(kl_sum.mean()) - float(kl_terms.sum())) < 5 * se
-    torch.testing.assert_close(out["total"], out["prior"] + out["terms"].sum(1))
-    assert torch.equal(out["decoder"], out["terms"][:, 0])
+    for var_type in ("beta_tilde", "beta"):
+        out = losses.bits_per_dim(model, sched, x0, generator=g, var_type=var_type)  # continuous decoder (default)
+        prior, terms = exact.closed_form_bound(sched, m, sd, var_type)
+        # 5 standard errors of the mean over N examples (the closed forms ignore the clamp, which moves fewer
+        # than 1e-6 of the values)
+        for got, want in ((out["prior"], prior), (out["terms"][:, 1:].sum(1), terms[1:].sum()),
+                          (out["decoder"], terms[0]), (out["total"], prior + terms.sum())):
+            assert abs(float(got.mean()) - float(want)) < 5 * float(got.std()) / math.sqrt(N) + 1e-9, var_type
+        torch.testing.assert_close(out["total"], out["prior"] + out["terms"].sum(1))
+        assert torch.equal(out["decoder"], out["terms"][:, 0])
 
 
 def test_bits_per_dim_stratified_estimate_is_close():
@@ -165,3 +160,92 @@ def test_l_simple():
     assert float(losses.l_simple(a, b)) == 1.0
     with pytest.raises(ValueError, match="shape"):
         losses.l_simple(a, torch.zeros(4, 2))
+
+
+class FixedSigmaNet(torch.nn.Module):
+    """A fixed learn_sigma ε-model in float64 for (B, 2) data: ε̂ = A x_t + sin(t/T), variance logits tanh(C x_t)."""
+
+    objective, learn_sigma, num_classes, null_label = "eps", True, 0, None
+
+    def __init__(self, T: int):
+        super().__init__()
+        self.T = T
+        self.A = torch.nn.Parameter(torch.tensor([[0.3, -0.2], [0.1, 0.4]], dtype=torch.float64))
+        self.C = torch.tensor([[0.5, 0.2], [-0.3, 0.7]], dtype=torch.float64)
+
+    def forward(self, xt, t, cond=None):
+        eps_hat = xt @ self.A.T + torch.sin(t.double() / self.T).unsqueeze(1)
+        return torch.cat([eps_hat, torch.tanh(xt @ self.C.T)], dim=1)
+
+
+def _hybrid_by_hand(model, sched, x0, t, noise, lam=1e-3):
+    """[IDDPM] Eq. 16 in the reference code's units, from the schedule's fields and torch.distributions only:
+    mean over dims of ‖ε - ε̂‖² + λ·T·(the sampled step's bound term in bits/dim), L_T left out."""
+    ab, abp = sched.alpha_bar[t].unsqueeze(1), sched.alpha_bar_prev[t].unsqueeze(1)
+    beta, alpha = sched.beta[t].unsqueeze(1), sched.alpha[t].unsqueeze(1)
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise  # [DDPM] Eq. 4
+    out = model(xt, t)
+    eps_hat, v = out[:, :2], out[:, 2:]
+    mse = ((noise - eps_hat) ** 2).mean(1)
+    x0_hat = (xt - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
+    post_mean = lambda a: abp.sqrt() * beta / (1 - ab) * a + alpha.sqrt() * (1 - abp) / (1 - ab) * xt  # noqa: E731
+    beta_tilde = (1 - abp) / (1 - ab) * beta
+    bt2 = float((1 - sched.alpha_bar[1]) / (1 - sched.alpha_bar[2]) * sched.beta[2])  # β̃_2: log β̃_1 = -inf
+    log_bt = torch.where(t.unsqueeze(1) == 1, torch.full_like(beta, math.log(bt2)), beta_tilde.clamp_min(1e-300).log())
+    frac = (v + 1) / 2
+    log_var = frac * beta.log() + (1 - frac) * log_bt  # [IDDPM] Eq. 15
+    p = Normal(post_mean(x0_hat), (0.5 * log_var).exp())
+    kl = kl_divergence(Normal(post_mean(x0), (0.5 * log_bt).exp()), p).sum(1)
+    nll = -p.log_prob(x0).sum(1)  # continuous decoder at t = 1
+    term_bits = torch.where(t == 1, nll, kl) / (2 * math.log(2))
+    return mse + lam * sched.T * term_bits, mse, term_bits
+
+
+@pytest.mark.parametrize("T", [1000, 50])
+def test_hybrid_loss_value_is_iddpm_eq16(T):
+    """Errata 1: L_hybrid = L_simple + λ·T·L_{t-1}/(D ln 2) (the reference's mse + (T/1000)·vb), not λ·L_{t-1}."""
+    sched = schedules.linear(T, 1e-4 * 1000 / T, 0.02 * 1000 / T)
+    g = torch.Generator().manual_seed(5)
+    model = FixedSigmaNet(T)
+    x0 = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    noise = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    t = torch.tensor([1, 2, 3, T // 2, T - 1, T])
+    ours = losses.training_losses(model, sched, x0, t=t, noise=noise, loss_type="hybrid")
+    want, mse, term = _hybrid_by_hand(model, sched, x0, t, noise)
+    torch.testing.assert_close(ours, want, rtol=1e-10, atol=1e-12)
+    # the old scale, mse + λ·term (T times too weak), is far outside the tolerance
+    assert not torch.allclose(ours.detach(), mse + 1e-3 * term, rtol=1e-3, atol=0)
+    torch.testing.assert_close(losses.training_losses(model, sched, x0, t=t, noise=noise, loss_type="vlb"), term,
+                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(losses.training_losses(model, sched, x0, t=t, noise=noise, loss_type="hybrid",
+                                                      lambda_vlb=0.01),
+                               _hybrid_by_hand(model, sched, x0, t, noise, lam=0.01)[0], rtol=1e-10, atol=1e-12)
+    # the stop-gradient: the mean's parameters get the mse's gradient only
+    ours.sum().backward()
+    g_hybrid = model.A.grad.clone()
+    model.A.grad = None
+    mse.sum().backward()
+    torch.testing.assert_close(g_hybrid, model.A.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_training_and_evaluation_share_the_decoder():
+    """Errata 3: with their defaults, training_losses' 'vlb' at t = 1 and bits_per_dim's decoder term are the same L_0,
+    and both follow var_type."""
+    import inspect
+
+    train_default, eval_default = (inspect.signature(f).parameters["bins"].default
+                                   for f in (losses.training_losses, losses.bits_per_dim))
+    assert train_default == eval_default  # was None vs 256
+    assert eval_default == losses.DEFAULT_BINS
+    sched = schedules.linear(20, 1e-3, 0.2)
+    model = TinyEps("eps").double()
+    x0 = (torch.randint(0, 17, (5, 2), generator=torch.Generator().manual_seed(0)).double() / 8 - 1)
+    noise = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for var_type in ("beta_tilde", "beta"):
+        for bins in ({}, {"bins": 17}):  # the shared default, and the digits' 17 levels passed to both
+            train_l0 = losses.training_losses(model, sched, x0, t=torch.ones(5, dtype=torch.long), noise=noise,
+                                              loss_type="vlb", var_type=var_type, **bins)
+            # bits_per_dim evaluates t = 1 first, with the first noise its generator draws
+            eval_l0 = losses.bits_per_dim(model, sched, x0, generator=torch.Generator().manual_seed(1),
+                                          var_type=var_type, n_t=2, **bins)["decoder"]
+            torch.testing.assert_close(train_l0, eval_l0.to(train_l0.dtype), rtol=1e-12, atol=1e-12)

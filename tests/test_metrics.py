@@ -211,51 +211,82 @@ def test_frechet_closed_form():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One classifier trained for this module into an empty cache folder (the user's cache is not touched)."""
+    """A classifier of seed 1 (seed 0 is shipped) trained for this module into an empty cache folder."""
     folder = tmp_path_factory.mktemp("cache")
     (folder / "someone_elses_file.txt").write_text("keep me")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DDPM_LESSONS_CACHE", str(folder))
-        mp.setattr(metrics, "_CLASSIFIERS", {})
-        yield folder, metrics.digit_classifier(seed=0)
+        yield folder, metrics.digit_classifier(seed=1)
 
 
 def _same_weights(a, b) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
-def test_classifier_accuracy_determinism_and_disk_cache(trained, monkeypatch):
+_LOAD = """
+import sys, warnings, torch
+from ddpm_lessons import metrics
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    clf = metrics.digit_classifier(seed=1)
+torch.save(clf.state_dict(), sys.argv[1])
+print("WARN" if any("unusable" in str(x.message) for x in w) else "OK", clf.test_accuracy)
+"""
+
+
+def _load_in_a_fresh_process(folder, out):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DDPM_LESSONS_CACHE": str(folder), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _LOAD, str(out)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.split()
+
+
+def test_classifier_accuracy_determinism_and_disk_cache(trained, tmp_path, monkeypatch):
     folder, clf = trained
-    print(f"digit classifier test accuracy: {clf.test_accuracy:.4f}")
+    monkeypatch.setenv("DDPM_LESSONS_CACHE", str(folder))
+    print(f"digit classifier (seed 1) test accuracy: {clf.test_accuracy:.4f}")
     assert clf.test_accuracy >= 0.95
     x_te, y_te = digits("test")
     assert metrics.class_adherence(x_te, y_te, clf) == pytest.approx(clf.test_accuracy)
-    assert metrics.digit_classifier(seed=0) is clf  # once per process
+    assert metrics.digit_classifier(seed=1) is clf  # once per process
     # deterministic: a second training from scratch gives the same weights
-    assert _same_weights(metrics._train_classifier(0), clf)
-    # the disk copy is complete and loads without training; nothing else in the folder changed
+    assert _same_weights(metrics.digit_classifier(seed=1, cache=False), clf)
+    # one new file in the folder, nothing else changed
     files = sorted(os.listdir(folder))
-    assert files == sorted(["someone_elses_file.txt", os.path.basename(metrics._cache_path(0))])
+    assert len(files) == 2 and "someone_elses_file.txt" in files
+    (cached,) = [folder / f for f in files if f != "someone_elses_file.txt"]
     assert (folder / "someone_elses_file.txt").read_text() == "keep me"
-    monkeypatch.setattr(metrics, "_CLASSIFIERS", {})
-
-    def no_training(seed):
-        raise AssertionError("should have loaded from disk")
-
-    monkeypatch.setattr(metrics, "_train_classifier", no_training)
-    loaded = metrics.digit_classifier(seed=0)
-    assert _same_weights(loaded, clf) and loaded.test_accuracy == clf.test_accuracy
-    # a truncated file is reported and rebuilt
-    path = metrics._cache_path(0)
-    with open(path, "r+b") as f:
+    # a fresh process loads the file (same weights, file untouched)
+    stamp = cached.stat().st_mtime_ns
+    status, acc = _load_in_a_fresh_process(folder, tmp_path / "w1.pt")
+    assert status == "OK" and float(acc) == clf.test_accuracy and cached.stat().st_mtime_ns == stamp
+    state = torch.load(tmp_path / "w1.pt", weights_only=True)
+    assert all(torch.equal(v, clf.state_dict()[k]) for k, v in state.items())
+    # a truncated file is reported and rebuilt whole
+    with open(cached, "r+b") as f:
         f.truncate(100)
+    status, acc = _load_in_a_fresh_process(folder, tmp_path / "w2.pt")
+    assert status == "WARN" and float(acc) == clf.test_accuracy
+    assert cached.stat().st_size > 100 and not [f for f in os.listdir(folder) if f.endswith(".tmp")]
+    status, _ = _load_in_a_fresh_process(folder, tmp_path / "w3.pt")
+    assert status == "OK"
+
+
+def test_shipped_classifier_loads_without_training_or_writing(tmp_path, monkeypatch):
+    from ddpm_lessons import lesson_models
+
+    monkeypatch.setenv("DDPM_LESSONS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(metrics, "_CLASSIFIERS", {})
-    monkeypatch.setattr(metrics, "_train_classifier", lambda seed: clf)
-    with pytest.warns(UserWarning, match="unusable"):
-        rebuilt = metrics.digit_classifier(seed=0)
-    assert rebuilt is clf
-    assert _same_weights(metrics._load_cached(path, 0), clf)  # the rewritten file is whole again
-    assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
+    clf = metrics.digit_classifier()
+    x_te, y_te = digits("test")
+    card = lesson_models.card(lesson_models.CLASSIFIER)
+    assert clf.test_accuracy == card["metrics"]["test_accuracy"] >= 0.97
+    assert metrics.class_adherence(x_te, y_te, clf) == pytest.approx(clf.test_accuracy, abs=1e-12)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_within_class_diversity_by_hand():
@@ -282,3 +313,26 @@ def test_digit_report_on_real_and_noise(trained):
     assert bad["frechet"] > 10 * rep["frechet_real"]
     # the real train images are the reference a good sampler is judged by
     assert rep["precision_real"] > 0.8 and rep["recall_real"] > 0.8
+
+
+def test_digit_report_unconditional_mode(trained):
+    """labels=None: no adherence; diversity grouped by the predicted class; every label-free key as with labels."""
+    clf = trained[1]
+    x_te, y_te = digits("test")
+    with_labels = metrics.digit_report(x_te, y_te, clf)
+    rep = metrics.digit_report(x_te, None, clf)
+    assert "adherence" not in rep and set(rep) == set(with_labels) - {"adherence"}
+    for key in ("precision", "recall", "frechet", "precision_real", "recall_real", "frechet_real",
+                "classifier_test_accuracy", "n"):
+        assert rep[key] == with_labels[key], key
+    # real images against themselves, grouped the same way on both sides: the ratio is exactly 1
+    pred = clf.predict(x_te).cpu()
+    assert rep["diversity"] == pytest.approx(metrics.within_class_diversity(x_te, pred), abs=1e-12)
+    assert rep["diversity_real"] == rep["diversity"] and rep["diversity_ratio"] == 1.0
+    # a sampler that drops half the classes: recall falls, precision stays (k-NN [PR]); the report must show it
+    half = x_te[y_te < 5]
+    dropped = metrics.digit_report(half, None, clf)
+    assert dropped["precision"] > 0.9 and dropped["recall"] < 0.75
+    assert dropped["frechet"] > 10 * max(rep["frechet"], 1e-3)
+    # one image repeated: the grouped diversity collapses to 0
+    assert metrics.digit_report(x_te[:1].repeat(40, 1, 1, 1), None, clf)["diversity"] == 0.0

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ddpm_lessons.models import (
+    ClassEmbedding,
     MLPDenoiser,
     UNet,
     build_model,
@@ -17,8 +18,10 @@ from ddpm_lessons.models import (
     digits_unet,
     mixture_mlp,
     model_spec,
+    protocol,
     sinusoidal_embedding,
 )
+from ddpm_lessons.models.embeddings import add_class_embedding
 
 
 def _randomise(model: nn.Module, seed: int = 0, std: float = 0.05) -> nn.Module:
@@ -79,8 +82,9 @@ def test_mlp_shapes(learn_sigma):
 
 
 def test_protocol_attributes():
-    for m, classes in [(mixture_mlp(), 0), (mixture_mlp(num_classes=8), 8), (digits_unet(), 10),
-                       (ddpm_cifar10(), 0)]:
+    with torch.device("meta"):  # attributes only: no 35.7M-parameter initialisation
+        cifar = ddpm_cifar10()
+    for m, classes in [(mixture_mlp(), 0), (mixture_mlp(num_classes=8), 8), (digits_unet(), 10), (cifar, 0)]:
         assert m.objective == "eps" and m.learn_sigma is False
         assert m.num_classes == classes
         assert m.null_label == (classes if classes else None)
@@ -151,11 +155,99 @@ def test_ddpm_cifar10_matches_diffusers_unet2dmodel_count():
 
 
 def test_ddpm_cifar10_forward_shape():
-    m = ddpm_cifar10().eval()
-    with torch.no_grad():
-        out = m(torch.randn(1, 3, 32, 32), torch.tensor([10]))
-    assert out.shape == (1, 3, 32, 32)
-    assert torch.count_nonzero(out) == 0  # the output convolution starts at zero ([DDPM] reference init)
+    with torch.device("meta"):  # shapes only
+        m = ddpm_cifar10().eval()
+        out = m(torch.empty(2, 3, 32, 32), torch.tensor([10, 1000]))
+    assert out.shape == (2, 3, 32, 32)
+
+
+def test_output_layers_start_at_zero():
+    """Every residual branch and the output convolution start at zero ([DDPM] reference init): a fresh model
+    predicts 0 everywhere (the same `_zero` code builds the CIFAR-10 model)."""
+    for m, x in ((_tiny_unet(), torch.randn(2, 1, 8, 8)), (mixture_mlp(), torch.randn(2, 2))):
+        with torch.no_grad():
+            assert torch.count_nonzero(m.eval()(x, torch.tensor([10, 500]))) == 0
+
+
+# ---- the model-call contract (models/protocol.py) -----------------------------------------------------------
+
+
+class _Bare:
+    """A plain callable that declares nothing: the protocol's defaults apply."""
+
+    def __call__(self, xt, t, cond=None):
+        return torch.zeros_like(xt)
+
+
+def test_protocol_defaults_and_declared_values():
+    bare = _Bare()
+    assert (protocol.objective(bare), protocol.learn_sigma(bare), protocol.num_classes(bare)) == ("eps", False, 0)
+    assert protocol.null_label(bare) is None and protocol.device_of(bare) == torch.device("cpu")
+    cond = digits_unet(num_classes=10, objective="v", learn_sigma=True)
+    assert (protocol.objective(cond), protocol.learn_sigma(cond), protocol.num_classes(cond)) == ("v", True, 10)
+    assert protocol.null_label(cond) == 10
+    with torch.device("meta"):
+        assert protocol.device_of(mixture_mlp()) == torch.device("meta")
+    with pytest.raises(ValueError, match="objective"):
+        protocol.check_objective("score")
+
+
+def test_protocol_split_output_and_class_ids():
+    x = torch.zeros(3, 2, 4, 4)
+    sig = digits_unet(learn_sigma=True)
+    pred, logits = protocol.split_output(sig, torch.arange(3 * 4 * 16.0).reshape(3, 4, 4, 4), x)
+    assert pred.shape == logits.shape == x.shape and float(logits[0, 0, 0, 0]) == 32.0
+    assert protocol.split_output(digits_unet(), torch.ones(3, 2, 4, 4), x)[1] is None
+    with pytest.raises(ValueError, match="2x the input channels"):
+        protocol.split_output(sig, torch.ones(3, 2, 4, 4), x)
+    model = mixture_mlp(num_classes=3)
+    assert protocol.class_ids(model, None, 4, torch.device("cpu")) is None
+    assert protocol.class_ids(model, 3, 4, torch.device("cpu")).tolist() == [3, 3, 3, 3]  # the null label
+    assert protocol.class_ids(model, torch.tensor([0, 1, 2, 3]), 4, torch.device("cpu")).tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        protocol.class_ids(model, 4, 4, torch.device("cpu"))
+    with pytest.raises(ValueError, match="unconditional"):
+        protocol.class_ids(mixture_mlp(), 1, 4, torch.device("cpu"))
+
+
+def test_eval_mode_restores_the_flag_even_on_error():
+    m = mixture_mlp().train()
+    with protocol.eval_mode(m):
+        assert not m.training
+    assert m.training
+    with pytest.raises(RuntimeError), protocol.eval_mode(m):
+        raise RuntimeError
+    assert m.training
+    m.eval()
+    with protocol.eval_mode(m):
+        pass
+    assert not m.training
+
+
+def test_class_embedding_has_a_null_row_and_keeps_the_state_dict_key():
+    emb = ClassEmbedding(4, 6)
+    assert emb.weight.shape == (5, 6) and emb.null_label == 4
+    base = torch.zeros(2, 6)
+    torch.testing.assert_close(add_class_embedding(base, emb, None), emb.weight[[4, 4]])
+    torch.testing.assert_close(add_class_embedding(base, emb, torch.tensor([0, 4])), emb.weight[[0, 4]])
+    with pytest.raises(ValueError, match="unconditional"):
+        add_class_embedding(base, None, torch.tensor([0, 1]))
+    assert "class_emb.weight" in mixture_mlp(num_classes=8).state_dict()  # checkpoints keep loading
+    assert "class_emb.weight" in digits_unet().state_dict()
+
+
+def test_models_run_in_float64():
+    """The time embedding follows the input's dtype, so a model in float64 runs in float64 throughout (float32
+    gives the embedding it always gave)."""
+    t = torch.tensor([1, 500])
+    for m, x in ((mixture_mlp(num_classes=3), torch.randn(2, 2)), (_tiny_unet(), torch.randn(2, 1, 8, 8))):
+        m = _randomise(m).eval()
+        out32 = m(x, t)
+        out64 = m.double()(x.double(), t)
+        assert out64.dtype == torch.float64
+        torch.testing.assert_close(out64.float(), out32, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sinusoidal_embedding(t, 8, dtype=torch.float64).float(), sinusoidal_embedding(t, 8),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_scale_shift_conditioning():

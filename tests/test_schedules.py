@@ -92,3 +92,35 @@ def test_check_t():
         s.check_t(torch.tensor([11]))
     with pytest.raises(ValueError, match="integer"):
         s.check_t(torch.tensor([1.5]))
+
+
+def test_spec_round_trip_is_exact(sched):
+    """``Schedule.spec`` / ``from_spec``: a plain dict (name, T, β_1..β_T) that rebuilds the schedule bit for bit;
+    a respaced chain also records its ᾱ, timesteps and parent T."""
+    spec = sched.spec()
+    assert set(spec) == {"name", "T", "beta"} and spec["beta"].dtype == torch.float64
+    back = schedules.Schedule.from_spec(spec)
+    for name in ("beta", "alpha_bar", "beta_tilde", "timesteps", "posterior_log_var", "sqrt_alpha_bar"):
+        assert torch.equal(getattr(back, name), getattr(sched, name)), name
+    assert (back.T, back.name, back.parent_T) == (sched.T, sched.name, sched.parent_T)
+    r = schedules.respace(sched, 7)
+    rb = schedules.Schedule.from_spec(r.spec())
+    assert torch.equal(rb.alpha_bar, r.alpha_bar) and torch.equal(rb.timesteps, r.timesteps)
+    assert rb.parent_T == sched.T and rb.T == 7
+    import pickle
+
+    assert torch.equal(pickle.loads(pickle.dumps(spec))["beta"], spec["beta"])
+
+
+def test_from_alpha_bar_and_the_var_types():
+    s = schedules.from_alpha_bar(torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64), "three")
+    assert s.T == 3 and s.name == "three"
+    torch.testing.assert_close(s.beta[1:], torch.tensor([0.1, 1 - 0.5 / 0.9, 0.8], dtype=torch.float64))
+    # the fixed reverse variances, [DDPM] §3.2, with σ_1² := β̃_2 for both (β̃_1 = 0)
+    assert float(s.sigma2("beta")[1]) == float(s.beta_tilde[2])
+    assert float(s.sigma2("beta_tilde")[1]) == pytest.approx(float(s.beta_tilde[2]), rel=1e-15)  # exp(log β̃_2)
+    assert torch.equal(s.sigma2("beta")[2:], s.beta[2:])
+    torch.testing.assert_close(s.sigma2("beta_tilde")[2:], s.beta_tilde[2:], rtol=1e-15, atol=0)
+    assert schedules.VAR_TYPES == ("beta_tilde", "beta")
+    with pytest.raises(ValueError, match="decreasing"):
+        schedules.from_alpha_bar(torch.tensor([0.5, 0.6], dtype=torch.float64))

@@ -45,6 +45,39 @@ def test_studentize_blanks_solutions_and_clears_outputs(tmp_path):
     assert "42" not in nb.cells[3].source
 
 
+def test_solution_functions_keep_signature_and_docstring(tmp_path):
+    from ddpm_lessons.checks.code import check_function, exercises
+
+    for ex in exercises():
+        src = "import math\nimport torch\n\n" + ex.solution
+        out = student.studentize_source(src)
+        assert "import math" in out and "import torch" in out
+        body = ex.solution.split('"""')[-1]  # the worked solution's code after the docstring
+        assert body.strip() and body.strip() not in out, ex.id
+        ns: dict = {}
+        ref: dict = {}
+        exec(out, ns)  # the student cell runs
+        exec(src, ref)
+        assert ns[ex.func_name].__doc__ == ref[ex.func_name].__doc__  # the docstring is kept verbatim
+        res = check_function(ex.id, ns[ex.func_name])
+        assert res.status == "invalid" and "Not yet implemented" in res.feedback, (ex.id, res.feedback)
+    one_liner = student.studentize_source("@decorate\ndef f(x): return x * 2\n")
+    assert "@decorate" in one_liner and "def f(x):" in one_liner and "x * 2" not in one_liner
+
+
+def test_module_imports_without_nbformat():
+    """Errata 27: student.py imports nbformat only to read or write notebooks."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['nbformat'] = None\n"
+            "from ddpm_lessons import student\n"
+            "print(student.studentize_source('def f(x):\\n    return x\\n'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "def f(x):" in out.stdout and "return x" not in out.stdout
+
+
 def test_export_refuses_to_overwrite(tmp_path):
     src = _nb(tmp_path)
     student.export_student(tmp_path / "out", src)
@@ -78,3 +111,5 @@ def test_student_notebook_runs_and_reports_not_yet_answered(path, tmp_path, monk
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     text = "\n".join(str(o.get("text", "")) + "".join(str(v) for v in o.get("data", {}).values()) for o in outputs)
     assert "not yet answered" in text.lower()
+    if any("check_function(" in c.source for c in nb.cells if c.cell_type == "code"):
+        assert "not yet implemented" in text.lower()

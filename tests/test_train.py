@@ -1,4 +1,5 @@
-"""Training loop: determinism, the NaN guard, a falling loss, save/load, label dropout, the lr schedule, EMA."""
+"""Training loop: determinism, the NaN guard, a falling loss, save/load, label dropout, the lr schedule, EMA, the
+loss hook (loss_fn) and the decoder / variance the config hands to the loss (errata 3); the train / sample CLI."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import replace as dataclasses_replace
 import pytest
 import torch
 
-from ddpm_lessons import forward, schedules
+from ddpm_lessons import forward, losses, schedules
+from ddpm_lessons.cache import load
 from ddpm_lessons.models import MLPDenoiser, UNet, mixture_mlp
-from ddpm_lessons.train import EMA, TrainConfig, load, min_snr_weight, train
+from ddpm_lessons.train import EMA, TrainConfig, min_snr_weight, train
 
 SCHED = schedules.linear(100)
 
@@ -222,7 +224,7 @@ def test_hybrid_loss_with_learned_variance_trains():
 
 
 def test_cli_train_then_sample_scatter(tmp_path, capsys):
-    from ddpm_lessons.cli_train import main
+    from ddpm_lessons.cli import main
 
     ckpt, png = tmp_path / "m.pt", tmp_path / "m.png"
     assert main(["train", "--dataset", "mixture_8", "--n-train", "2000", "--steps", "20", "--batch-size", "64",
@@ -235,7 +237,7 @@ def test_cli_train_then_sample_scatter(tmp_path, capsys):
 
 
 def test_cli_conditional_digits_image_grid(tmp_path):
-    from ddpm_lessons.cli_train import main
+    from ddpm_lessons.cli import main
 
     ckpt, png = tmp_path / "d.pt", tmp_path / "d.png"
     assert main(["train", "--dataset", "digits", "--conditional", "--steps", "3", "--batch-size", "16",
@@ -249,7 +251,7 @@ def test_cli_conditional_digits_image_grid(tmp_path):
 
 
 def test_cli_bad_arguments_return_2(tmp_path, capsys):
-    from ddpm_lessons.cli_train import main
+    from ddpm_lessons.cli import main
 
     assert main(["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png")]) == 2
     assert "missing.pt" in capsys.readouterr().err
@@ -306,3 +308,87 @@ def test_snr_gamma_reweights_training():
     weighted = train(_small_mlp(), SCHED, x, None, cfg, progress=False)
     assert weighted.history["loss"] != plain.history["loss"]
     assert weighted.history["loss"][-1] < weighted.history["loss"][0]
+
+
+def test_cli_train_keeps_its_old_module_path(tmp_path):
+    from ddpm_lessons import cli_train
+
+    assert cli_train.main is __import__("ddpm_lessons.cli", fromlist=["main"]).main
+    assert cli_train.MODEL_PRESETS == ("mixture_mlp", "digits_unet", "mnist_unet", "ddpm_cifar10")
+
+
+# ---- the loss hook and what the config hands to the loss -------------------------------------------------------
+
+
+def test_loss_fn_equal_to_l_simple_reproduces_the_default_run():
+    x, _ = _ring_data()
+
+    def my_l_simple(model, sched, x0, t, noise, cond):
+        xt = forward.q_sample(sched, x0, t, noise)  # [DDPM] Eq. 4
+        return ((noise - model(xt, t, cond)) ** 2).mean(1)  # [DDPM] Eq. 14, per example
+
+    runs = []
+    for fn in (None, my_l_simple):
+        torch.manual_seed(0)
+        runs.append(train(_small_mlp(), SCHED, x, cfg=CFG, progress=False, loss_fn=fn))
+    a, b = runs
+    for k, v in a.model.state_dict().items():
+        torch.testing.assert_close(b.model.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    assert b.history["loss"] == pytest.approx(a.history["loss"], rel=1e-5)
+
+
+def test_loss_fn_receives_the_batch_the_loop_draws():
+    x, y = _ring_data()
+    seen = []
+
+    def spy(model, sched, x0, t, noise, cond):
+        seen.append((x0.shape, t.clone(), noise.shape, cond.clone()))
+        assert model.objective == "eps" and model.num_classes == 4 and model.null_label == 4
+        return model(forward.q_sample(sched, x0, t, noise), t, cond).pow(2).mean()  # a 0-d loss is accepted
+
+    r = train(_small_mlp(num_classes=4), SCHED, x, y, CFG, steps=6, progress=False, loss_fn=spy, p_uncond=0.5)
+    assert len(seen) == 6 and all(s[0] == (64, 2) and s[2] == (64, 2) for s in seen)
+    t_all = torch.cat([s[1] for s in seen])
+    assert int(t_all.min()) >= 1 and int(t_all.max()) <= SCHED.T
+    assert (torch.cat([s[3] for s in seen]) == 4).any()  # label dropout happened before the hook
+    assert all(math.isfinite(v) for v in r.history["loss"])
+    with pytest.raises(ValueError, match="snr_gamma"):
+        train(_small_mlp(), SCHED, x, None, CFG, steps=2, progress=False, snr_gamma=5.0,
+              loss_fn=lambda m, s, x0, t, n, c: m(forward.q_sample(s, x0, t, n), t).pow(2).mean())
+
+
+@pytest.mark.parametrize("bins,var_type", [(17, "beta"), (None, "beta_tilde")])
+def test_config_hands_bins_and_var_type_to_the_loss(monkeypatch, bins, var_type):
+    # errata 3: a vlb / hybrid run must train the decoder L_0 that bits_per_dim scores
+    calls = []
+    real = losses.training_losses
+
+    def spy(*args, **kwargs):
+        calls.append({k: kwargs.get(k) for k in ("bins", "var_type", "loss_type", "lambda_vlb")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(losses, "training_losses", spy)
+    x = torch.rand(256, 1, 8, 8, generator=torch.Generator().manual_seed(0)).mul(16).round().div(8).sub(1)
+    m = UNet(in_channels=1, ch=8, ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), image_size=8, num_groups=4,
+             learn_sigma=True)
+    train(m, SCHED, x, cfg=TrainConfig(steps=2, batch_size=16, warmup=1, loss_type="vlb", bins=bins,
+                                       var_type=var_type, lambda_vlb=0.01), progress=False)
+    assert calls == [{"bins": bins, "var_type": var_type, "loss_type": "vlb", "lambda_vlb": 0.01}] * 2
+
+
+def test_vlb_training_loss_uses_the_discrete_decoder_when_told():
+    # the t = 1 term differs between the 17-level decoder and the continuous density: the choice reaches the loss
+    x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0)).mul(16).round().div(8).sub(1)
+    m = UNet(in_channels=1, ch=8, ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), image_size=8, num_groups=4,
+             learn_sigma=True)
+    t, noise = torch.ones(32, dtype=torch.long), torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = losses.training_losses(m, SCHED, x, t=t, noise=noise, loss_type="vlb", bins=17)
+        b = losses.training_losses(m, SCHED, x, t=t, noise=noise, loss_type="vlb", bins=None)
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("field,value", [("bins", 1), ("bins", 2.5), ("var_type", "fixed_large")])
+def test_bad_decoder_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})

@@ -212,3 +212,68 @@ def test_bad_model_schedule_and_classifier(model, sched, clf):
         guidance_explorer(model, "linear", classifier=clf)
     with pytest.raises(ValueError, match="classifier"):
         guidance_explorer(model, sched, classifier=object())
+
+
+# ---- errata 29: the schedule is never guessed ----------------------------------------------------------------------
+def test_bare_model_without_schedule_is_refused(model, clf):
+    with pytest.raises(ValueError, match="schedule the model was trained with"):
+        guidance_explorer(model, classifier=clf, n=20, steps=5, steps_options=(5,))
+
+
+def test_schedule_comes_from_the_result_or_the_model(clf):
+    """digits_cfg trains on cosine: a result (or a model carrying .sched) must sample on that, not on linear."""
+    cos = schedules.cosine(50)
+    result = SimpleNamespace(ema_model=PatternEps().eval(), sched=cos)
+    ex = guidance_explorer(result, classifier=clf, n=20, steps=5, steps_options=(5,), curve_ws=())
+    assert ex.sched is cos
+    torch.testing.assert_close(ex.samples, _expected(ex.model, cos, ex, 0.0, 5, 0, ex.labels), rtol=0, atol=0)
+    # and the samples differ from what the old default (a linear chain) drew
+    lin = schedules.linear(50)
+    assert not torch.allclose(ex.samples, _expected(ex.model, lin, ex, 0.0, 5, 0, ex.labels))
+    m = PatternEps().eval()
+    m.sched = cos
+    assert guidance_explorer(m, classifier=clf, n=20, steps=5, steps_options=(5,), curve_ws=()).sched is cos
+
+
+# ---- the adherence / diversity trade-off curve ---------------------------------------------------------------------
+def test_trade_off_curve_marks_the_current_w_and_matches_the_draws(model, sched, clf):
+    ex = guidance_explorer(model, sched, classifier=clf, n=30, w=1.5, steps=5, steps_options=(5, 10), seed=2,
+                           curve_ws=(0.0, 1.0, 8.0))
+    curve = ex.report["curve"]
+    assert [p["w"] for p in curve] == [0.0, 1.0, 1.5, 8.0]  # the grid and the current w, sorted
+    assert ex.n_sampled == 1 and ex.n_curve_sampled == 3
+    assert bytes(ex.curve_image.value).startswith(PNG_MAGIC)
+    cur = next(p for p in curve if p["w"] == 1.5)
+    assert cur["adherence"] == ex.report["adherence"] and cur["diversity_ratio"] == ex.report["diversity_ratio"]
+    # each curve point is the sampler's own result at that w (same x_T): w = 8 reads as the pattern everywhere
+    by_w = {p["w"]: p for p in curve}
+    x8 = _expected(model, sched, ex, 8.0, 5, 2, ex.labels)
+    assert by_w[8.0]["adherence"] == float((clf.logits(x8).argmax(1) == ex.labels).double().mean()) == 1.0
+    assert by_w[0.0]["adherence"] < 1.0
+    png = ex.curve_image.value
+    ex.w_slider.value = 8.0  # a grid point: no new curve sampling, the marker moves
+    assert ex.n_curve_sampled == 3 and ex.curve_image.value != png
+    assert [p["w"] for p in ex.report["curve"]] == [0.0, 1.0, 1.5, 8.0]
+    ex.class_picker.value = 4  # a new class: a new curve (w = 8 is the current draw, 0 and 1 are sampled)
+    assert ex.n_curve_sampled == 5 and [p["w"] for p in ex.report["curve"]] == [0.0, 1.0, 8.0]
+
+
+def test_no_curve_when_disabled(model, sched, clf):
+    ex = guidance_explorer(model, sched, classifier=clf, n=20, steps=5, steps_options=(5,), curve_ws=None)
+    assert ex.curve_image is None and ex.report["curve"] == [] and ex.n_curve_sampled == 0
+    with pytest.raises(ValueError, match="curve_ws"):
+        guidance_explorer(model, sched, classifier=clf, n=20, steps=5, steps_options=(5,), curve_ws=(0.0, 20.0))
+
+
+def test_precomputed_curve_costs_no_sampling(model, sched, clf):
+    pre = {0.0: dict(adherence=0.1, diversity_ratio=1.0), 2.0: dict(adherence=0.5, diversity_ratio=0.8),
+           8.0: dict(adherence=1.0, diversity_ratio=0.4)}
+    ex = guidance_explorer(model, sched, classifier=clf, n=20, w=2.0, steps=5, steps_options=(5, 10), curve=pre)
+    assert ex.n_sampled == 1 and ex.n_curve_sampled == 0
+    by_w = {p["w"]: p for p in ex.report["curve"]}
+    assert sorted(by_w) == [0.0, 2.0, 8.0] and by_w[8.0]["adherence"] == 1.0
+    assert by_w[2.0]["adherence"] == ex.report["adherence"]  # the current point is the explorer's own draw
+    ex.steps_slider.value = 10  # another setting: sampled lazily at the precomputed w values
+    assert ex.n_curve_sampled == 2
+    with pytest.raises(ValueError, match="curve must be"):
+        guidance_explorer(model, sched, classifier=clf, n=20, steps=5, steps_options=(5,), curve={1.0: 0.5})

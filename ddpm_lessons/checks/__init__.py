@@ -1,15 +1,26 @@
 """Derivation checks: type a derivation, get a verdict and a useful hint.
 
-    >>> from ddpm_lessons.checks import check
+    >>> from ddpm_lessons.checks import check, check_derivation
     >>> check("forward_var", "1 - alpha_bar_t").status
     'correct'
+    >>> check("forward_mean", r"\\sqrt{\\bar\\alpha_t}\\,x_0").status    # LaTeX, Unicode and paper ASCII too
+    'correct'
+    >>> check_derivation("forward_var_induction",
+    ...                  "alpha_t*(1 - alpha_bar_prev) + beta_t = alpha_t - alpha_t*alpha_bar_prev + 1 - alpha_t"
+    ...                  " = 1 - alpha_bar_t").status
+    'correct'
 
-``check(question_id, answer)`` accepts a string (``^`` or ``**`` for powers; ``sqrt, exp, log, abs``; the question's
-symbol names such as ``x_t, x_0, eps, alpha_t, alpha_bar_t, alpha_bar_prev, beta_t``) or a SymPy expression (its
-symbols are matched by name). The answer is parsed without evaluating any Python (:mod:`.parser`), compared with the
-reference at 40 random points at 30 digits (:mod:`.engine`), matched against known and automatically generated
+``check(question_id, answer)`` accepts a string or a SymPy expression (its symbols are matched by name). The string
+may be plain (``sqrt(alpha_bar_t)*x_0``, ``^`` or ``**`` for powers, ``sqrt, exp, log, abs, sin, cos``), paper-style
+ASCII (``sqrt(abar_t) x_0``, ``alpha_bar_{t-1}``), Unicode pasted from a PDF (``√ᾱ_t x₀``) or LaTeX
+(``\\frac{\\beta_t(1-\\bar\\alpha_{t-1})}{1-\\bar\\alpha_t}``); each question lists its symbols with their meanings
+(``print(get_question(qid))``). A leading ``name =`` is dropped; more ``=`` make the answer a derivation, checked
+step by step as by ``check_derivation(question_id, steps)``, which names the first step that breaks and what
+changed there. The answer is parsed without evaluating any Python (:mod:`.notation`, :mod:`.parser`), compared with
+the reference at 40 random points at 30 digits (:mod:`.engine`), matched against known and automatically generated
 mistakes (:mod:`.mistakes`), all inside a killable worker process with a hard time limit (:mod:`.worker`).
-``questions()`` lists the catalogue (:mod:`.catalogue`).
+``questions()`` lists the catalogue (:mod:`.catalogue`). ``check_function(exercise_id, fn)`` grades code
+(:mod:`.code`, imported on first use: it needs torch).
 
 References: see :mod:`ddpm_lessons.checks.catalogue` for the formulas' sources ([DDPM] arXiv:2006.11239, [DDIM]
 arXiv:2010.02502, [CFG] arXiv:2207.12598, ...).
@@ -27,7 +38,17 @@ from .catalogue import QUESTIONS, Question
 from .result import STATUSES, CheckResult
 from .worker import DEFAULT_TIMEOUT, client
 
-__all__ = ["check", "questions", "get_question", "CheckResult", "Question", "STATUSES", "warm_up", "DEFAULT_TIMEOUT"]
+__all__ = ["check", "check_derivation", "check_function", "exercises", "questions", "get_question", "CheckResult",
+           "Question", "STATUSES", "warm_up", "DEFAULT_TIMEOUT"]
+
+
+def __getattr__(name: str) -> Any:
+    """``check_function`` and ``exercises`` live in :mod:`.code`, which imports torch: load it on first use only."""
+    if name in ("check_function", "exercises"):
+        from . import code
+
+        return getattr(code, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _PLACEHOLDERS = {"...", "?", "???", "todo", "your answer", "answer"}
@@ -55,10 +76,23 @@ def warm_up(wait: bool = False) -> bool:
     return client().start(wait=wait)
 
 
-def _unanswered(q: Question) -> CheckResult:
+def _unanswered(q: Question, what: str = "your expression as a string") -> CheckResult:
     warm_up(wait=False)  # placeholders are checked first in the notebooks: get the worker going meanwhile
-    return CheckResult(q.id, "invalid", "Not yet answered: replace the placeholder with your expression as a "
-                       f"string, using the symbols {', '.join(q.names)}.", evidence="no answer")
+    return CheckResult(q.id, "invalid", f"Not yet answered: replace the placeholder with {what}, using the "
+                       f"symbols {q.symbols_help()}.", evidence="no answer")
+
+
+def _is_placeholder(answer: Any) -> bool:
+    return answer is None or answer is Ellipsis or (isinstance(answer, str) and
+                                                     answer.strip().strip("\"'").lower() in _PLACEHOLDERS | {""})
+
+
+def _check_timeout(timeout: float | None) -> float:
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 def _to_text(answer: Any) -> tuple[str, str] | str:
@@ -105,12 +139,8 @@ def check(question_id: str, answer: Any, *, timeout: float | None = None) -> Che
         ValueError: for an unknown ``question_id`` or a non-positive ``timeout``.
     """
     q = get_question(question_id)
-    if timeout is None:
-        timeout = DEFAULT_TIMEOUT
-    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    if answer is None or answer is Ellipsis or (isinstance(answer, str) and
-                                                 answer.strip().strip("\"'").lower() in _PLACEHOLDERS | {""}):
+    timeout = _check_timeout(timeout)
+    if _is_placeholder(answer):
         return _unanswered(q)
     t0 = time.perf_counter()
     converted = _to_text(answer)
@@ -120,13 +150,76 @@ def check(question_id: str, answer: Any, *, timeout: float | None = None) -> Che
     if len(text) > _MAX_SEND:
         return CheckResult(q.id, "invalid", f"Invalid input: answer too long ({len(text)} characters).",
                            evidence="input size")
-    res = client().request(q.id, text, source, float(timeout))
+    return _run(q, text, source, timeout, None, t0)
+
+
+def _run(q: Question, text: str, source: str, timeout: float, steps: list[str] | None, t0: float) -> CheckResult:
+    res = client().request(q.id, text, source, timeout, steps=steps)
     if res is None:  # no worker process available here: check in-process, without the hard limit
         from . import engine
 
-        res = engine.check_answer(q.id, text, source=source)
+        res = (engine.check_chain(q.id, steps, source=source) if steps is not None
+               else engine.check_answer(q.id, text, source=source))
         res["evidence"] += " (in-process: no hard time limit)"
     return CheckResult(question=res["question"], status=res["status"], feedback=res["feedback"],
                        mistake=res.get("mistake"), evidence=res.get("evidence", ""), answer=res.get("answer"),
                        details=res.get("details") or {},
                        elapsed_ms=1e3 * (time.perf_counter() - t0))
+
+
+def check_derivation(question_id: str, steps: Any, *, timeout: float | None = None) -> CheckResult:
+    """Check a whole derivation ``expr_1 = expr_2 = ... = expr_n`` of one quantity, step by step.
+
+    Each step must equal the one before under the question's definitions and assumptions (e.g. ``alpha_bar_t =
+    alpha_bar_prev * alpha_t``, ``beta_t = 1 - alpha_t``), and the last must equal the asked quantity. The verdict
+    names the first step that breaks and, where one change explains it, what changed there ("step 2 → 3: a square
+    root seems to be missing (look at the part with `alpha_bar_t`)", "step 1 → 2 replaced `alpha_bar_t` by
+    `alpha_t` at one place: it is valid only if α_t = ᾱ_t"); ``result.details["steps"]`` has one status per step
+    (``valid``, ``broken``, ``not checked``) and ``details["broken"]`` the 1-based number of the broken step.
+    The whole chain runs as one check under one hard time limit.
+
+    Args:
+        question_id: an id from :func:`questions`, e.g. ``"forward_var_induction"``, ``"posterior_var_square"``,
+            ``"kl_1d_chain"`` (derivation exercises), or any other question.
+        steps: one string with the steps joined by ``=`` (a leading ``name =`` naming the quantity is dropped; line
+            breaks are spaces; a multi-line string without ``=`` has one step per line), or a list of steps
+            (strings or SymPy expressions). Every notation :func:`check` accepts is accepted. A placeholder
+            (``None``, ``...``, or a step that is ``...``) gives "invalid: Not yet answered".
+        timeout: hard limit in seconds for the whole chain (default :data:`DEFAULT_TIMEOUT`).
+
+    Returns:
+        A :class:`CheckResult`: ``correct``, ``known_mistake`` (the break is a named change), ``incorrect``,
+        ``invalid`` (a step does not parse, or fewer steps than the exercise asks for) or ``timeout``.
+    """
+    q = get_question(question_id)
+    timeout = _check_timeout(timeout)
+    what = "your steps joined by `=`"
+    if _is_placeholder(steps):
+        return _unanswered(q, what)
+    t0 = time.perf_counter()
+    if isinstance(steps, str):
+        if "=" not in steps and len([ln for ln in steps.splitlines() if ln.strip()]) > 1:
+            items = [ln for ln in steps.splitlines() if ln.strip()]
+        else:
+            items = [steps]
+    elif isinstance(steps, (list, tuple)):
+        items = list(steps)
+    else:
+        return CheckResult(q.id, "invalid", "Invalid input: steps must be a string such as `a = b = c` or a list of "
+                           f"steps, got {type(steps).__name__}.", evidence="input type")
+    texts: list[str] = []
+    source = "text"
+    for k, item in enumerate(items, 1):
+        if _is_placeholder(item) or (isinstance(item, str) and re.search(r"(^|=)\s*(\.\.\.|…)\s*(=|$)", item)):
+            return _unanswered(q, what)
+        converted = _to_text(item)
+        if isinstance(converted, str):
+            return CheckResult(q.id, "invalid", f"Invalid input in step {k}: {converted}.", evidence="input type")
+        text, src = converted
+        source = "sympy" if src == "sympy" else source
+        texts.append(text)
+    total = sum(len(t) for t in texts)
+    if total > _MAX_SEND:
+        return CheckResult(q.id, "invalid", f"Invalid input: derivation too long ({total} characters).",
+                           evidence="input size")
+    return _run(q, " = ".join(texts), source, timeout, texts, t0)

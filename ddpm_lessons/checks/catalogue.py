@@ -18,6 +18,8 @@ References:
     [VDM]   Kingma, Salimans, Poole, Ho 2021 (SNR), arXiv:2107.00630
     [NCSN]  Song, Ermon 2019, arXiv:1907.05600
     [TW]    Efron 2011, Tweedie's formula and selection bias, JASA 106(496)
+    [ZSNR]  Lin, Liu, Li, Yang 2023 (common diffusion noise schedules are flawed), arXiv:2305.08891
+    [RF]    Liu, Gong, Liu 2022 (rectified flow), arXiv:2209.03003
 """
 
 from __future__ import annotations
@@ -41,40 +43,48 @@ class SymbolSpec:
     kind: str
     latex: str
     description: str
+    shown: str = ""  # how the symbol looks in the notes (Unicode), e.g. "ᾱ_{t-1}"
 
 
-def _s(name: str, lo: float, hi: float, kind: str, latex: str, description: str) -> SymbolSpec:
-    return SymbolSpec(name, lo, hi, kind, latex, description)
+def _s(name: str, lo: float, hi: float, kind: str, latex: str, description: str, shown: str = "") -> SymbolSpec:
+    return SymbolSpec(name, lo, hi, kind, latex, description, shown or name)
 
 
 # Default domains: schedule quantities strictly inside (0, 1) and away from the ends, data-like values of both signs.
 VOCAB: dict[str, SymbolSpec] = {s.name: s for s in [
-    _s("x_t", -3, 3, "real", r"x_t", "the noisy sample at step t"),
-    _s("x_0", -3, 3, "real", r"x_0", "the clean sample"),
-    _s("x_tm2", -3, 3, "real", r"x_{t-2}", "the sample two steps earlier"),
-    _s("eps", -3, 3, "real", r"\epsilon", "standard normal noise (or the network's prediction of it)"),
-    _s("z", -3, 3, "real", r"z", "fresh standard normal noise"),
-    _s("v", -3, 3, "real", r"v", "the v-prediction target"),
-    _s("score", -3, 3, "real", r"\nabla_{x_t}\log q(x_t)", "the score at x_t"),
-    _s("eps_c", -3, 3, "real", r"\epsilon_c", "conditional noise prediction"),
-    _s("eps_u", -3, 3, "real", r"\epsilon_u", "unconditional noise prediction"),
-    _s("alpha_t", 0.2, 0.99, "positive", r"\alpha_t", "1 - beta_t"),
-    _s("alpha_tm1", 0.2, 0.99, "positive", r"\alpha_{t-1}", "1 - beta_{t-1}"),
-    _s("alpha_bar_t", 0.02, 0.98, "positive", r"\bar\alpha_t", "product of alpha_s for s = 1..t"),
-    _s("alpha_bar_prev", 0.05, 0.98, "positive", r"\bar\alpha_{t-1}", "alpha_bar at the previous step"),
-    _s("beta_t", 0.01, 0.8, "positive", r"\beta_t", "the forward noise variance at step t"),
-    _s("beta_tm1", 0.01, 0.8, "positive", r"\beta_{t-1}", "the forward noise variance at step t-1"),
-    _s("beta_tilde_t", 0.01, 0.8, "positive", r"\tilde\beta_t", "the posterior variance"),
-    _s("sigma_t", 0.05, 1.0, "positive", r"\sigma_t", "standard deviation of the reverse step"),
-    _s("eta", 0.05, 1.0, "positive", r"\eta", "DDIM stochasticity (0 deterministic, 1 ancestral)"),
-    _s("w", 0.1, 8.0, "positive", r"w", "guidance weight of [CFG] (w = 0: plain conditional)"),
-    _s("s", 1.1, 9.0, "positive", r"s", "diffusers guidance_scale (s = 1: plain conditional)"),
-    _s("mu1", -3, 3, "real", r"\mu_1", "mean of the first Gaussian"),
-    _s("mu2", -3, 3, "real", r"\mu_2", "mean of the second Gaussian"),
-    _s("sigma1", 0.2, 3.0, "positive", r"\sigma_1", "standard deviation of the first Gaussian"),
-    _s("sigma2", 0.2, 3.0, "positive", r"\sigma_2", "standard deviation of the second Gaussian"),
-    _s("d", 1, 64, "integer", r"d", "the dimension"),
-    _s("delta2", 0.01, 10.0, "positive", r"\lVert\mu_1-\mu_2\rVert^2", "squared distance between the means"),
+    _s("x_t", -3, 3, "real", r"x_t", "the noisy sample at step t (x(t) in continuous time)", "x_t"),
+    _s("x_0", -3, 3, "real", r"x_0", "the clean sample", "x₀"),
+    _s("x_tm2", -3, 3, "real", r"x_{t-2}", "the sample two steps earlier", "x_{t-2}"),
+    _s("eps", -3, 3, "real", r"\epsilon", "standard normal noise (or the network's prediction of it)", "ε"),
+    _s("z", -3, 3, "real", r"z", "fresh standard normal noise", "z"),
+    _s("v", -3, 3, "real", r"v", "the v-prediction target", "v"),
+    _s("score", -3, 3, "real", r"\nabla_{x_t}\log q(x_t)", "the score at x_t", "∇ log q(x_t)"),
+    _s("eps_c", -3, 3, "real", r"\epsilon_c", "conditional noise prediction", "ε_c"),
+    _s("eps_u", -3, 3, "real", r"\epsilon_u", "unconditional noise prediction", "ε_u"),
+    _s("alpha_t", 0.2, 0.99, "positive", r"\alpha_t", "1 - beta_t", "α_t"),
+    _s("alpha_tm1", 0.2, 0.99, "positive", r"\alpha_{t-1}", "1 - beta_{t-1}", "α_{t-1}"),
+    _s("alpha_bar_t", 0.02, 0.98, "positive", r"\bar\alpha_t", "product of alpha_s for s = 1..t", "ᾱ_t"),
+    _s("alpha_bar_prev", 0.05, 0.98, "positive", r"\bar\alpha_{t-1}", "alpha_bar at the previous step", "ᾱ_{t-1}"),
+    _s("alpha_bar_1", 0.9, 0.9999, "positive", r"\bar\alpha_1", "alpha_bar at the first step", "ᾱ_1"),
+    _s("alpha_bar_T", 1e-5, 0.01, "positive", r"\bar\alpha_T", "alpha_bar at the last step", "ᾱ_T"),
+    _s("beta_t", 0.01, 0.8, "positive", r"\beta_t", "the forward noise variance at step t (β(t) in continuous time)",
+       "β_t"),
+    _s("beta_tm1", 0.01, 0.8, "positive", r"\beta_{t-1}", "the forward noise variance at step t-1", "β_{t-1}"),
+    _s("beta_tilde_t", 0.01, 0.8, "positive", r"\tilde\beta_t", "the posterior variance", "β̃_t"),
+    _s("sigma_t", 0.05, 1.0, "positive", r"\sigma_t", "standard deviation of the reverse step", "σ_t"),
+    _s("eta", 0.05, 1.0, "positive", r"\eta", "DDIM stochasticity (0 deterministic, 1 ancestral)", "η"),
+    _s("w", 0.1, 8.0, "positive", r"w", "guidance weight of [CFG] (w = 0: plain conditional)", "w"),
+    _s("s", 1.1, 9.0, "positive", r"s", "diffusers guidance_scale (s = 1: plain conditional)", "s"),
+    _s("mu1", -3, 3, "real", r"\mu_1", "mean of the first Gaussian", "μ₁"),
+    _s("mu2", -3, 3, "real", r"\mu_2", "mean of the second Gaussian", "μ₂"),
+    _s("sigma1", 0.2, 3.0, "positive", r"\sigma_1", "standard deviation of the first Gaussian", "σ₁"),
+    _s("sigma2", 0.2, 3.0, "positive", r"\sigma_2", "standard deviation of the second Gaussian", "σ₂"),
+    _s("d", 1, 64, "integer", r"d", "the dimension", "d"),
+    _s("delta2", 0.01, 10.0, "positive", r"\lVert\mu_1-\mu_2\rVert^2", "squared distance between the means",
+       "‖μ₁ − μ₂‖²"),
+    _s("snr_t", 0.01, 50.0, "positive", r"\mathrm{SNR}(t)", "signal-to-noise ratio at step t", "SNR(t)"),
+    _s("snr_prev", 0.01, 50.0, "positive", r"\mathrm{SNR}(t-1)", "signal-to-noise ratio at step t-1", "SNR(t-1)"),
+    _s("phi", 0.05, 1.5, "positive", r"\phi", "the angle of x_phi = cos(phi) x_0 + sin(phi) eps", "φ"),
 ]}
 
 # Alternative spellings accepted everywhere (only where the target is a symbol of the question).
@@ -114,6 +124,10 @@ class Question:
         substitutions: ``(tag, hint, ((name, expr), ...))``: substitutions that are typical mistakes.
         domains: per-question domain overrides ``name -> (lo, hi)``.
         source: the citation of the formula.
+        start: for a derivation exercise, the expression the chain starts from (shown in the prompt).
+        min_steps: fewest steps :func:`ddpm_lessons.checks.check_derivation` accepts (1: a single answer is fine).
+        ddim: the answer may be written in DDIM's convention (α_t for ᾱ_t) if it uses it throughout.
+        asked: names a learner may write on the left of ``=`` for the asked quantity (``beta_tilde_t = ...``).
     """
 
     id: str
@@ -129,6 +143,10 @@ class Question:
     substitutions: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = ()
     domains: dict[str, tuple[float, float]] = field(default_factory=dict)
     source: str = ""
+    start: str = ""
+    min_steps: int = 1
+    ddim: bool = False
+    asked: tuple[str, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -143,12 +161,36 @@ class Question:
             return SymbolSpec(base.name, lo, hi, base.kind, base.latex, base.description)
         return base
 
+    def symbol_lines(self) -> list[str]:
+        """One line per symbol: ``alpha_bar_prev = ᾱ_{t-1}: alpha_bar at the previous step``."""
+        out = []
+        for n in self.names:
+            spec = VOCAB[n]
+            shown = f" = {spec.shown}" if spec.shown and spec.shown != n else ""
+            out.append(f"{n}{shown}: {spec.description}")
+        return out
+
+    def symbols_help(self) -> str:
+        """The symbols on one line, with their meanings: ``x_0 = x₀ (the clean sample), eps = ε (...)``."""
+        parts = []
+        for n in self.names:
+            spec = VOCAB[n]
+            shown = f" = {spec.shown}" if spec.shown and spec.shown != n else ""
+            parts.append(f"`{n}`{shown}")
+        return ", ".join(parts)
+
     def _repr_markdown_(self) -> str:
-        syms = ", ".join(f"`{n}` (${VOCAB[n].latex}$)" for n in self.names)
-        return f"**{self.title}** (`{self.id}`, {self.source})\n\n{self.prompt}\n\nSymbols: {syms}"
+        syms = ", ".join(f"`{n}` (${VOCAB[n].latex}$, {VOCAB[n].description})" for n in self.names)
+        start = f"\n\nStart from `{self.start}`." if self.start else ""
+        return f"**{self.title}** (`{self.id}`, {self.source})\n\n{self.prompt}{start}\n\nSymbols: {syms}"
 
     def __str__(self) -> str:
-        return f"{self.id}: {self.title} [{self.source}] -- symbols: {', '.join(self.names)}"
+        lines = [f"{self.id}: {self.title} [{self.source}]", f"  {self.prompt}"]
+        if self.start:
+            lines.append(f"  start from: {self.start}")
+        lines.append("  symbols (type these names):")
+        lines += [f"    {line}" for line in self.symbol_lines()]
+        return "\n".join(lines)
 
 
 # The schedule block most questions share: alpha_t and alpha_bar_prev are free, the rest follow from them.
@@ -461,7 +503,10 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         id="ddim_sigma",
         title="DDIM's sigma_t(eta)",
-        prompt=r"Give $\sigma_t(\eta)$ of [DDIM] Eq. 16 in terms of `eta`, `alpha_bar_t`, `alpha_bar_prev`.",
+        prompt=(r"Give $\sigma_t(\eta)$ of [DDIM] Eq. 16 in terms of `eta`, `alpha_bar_t`, `alpha_bar_prev`. "
+                r"Notation: DDPM's, $\bar\alpha_t$ = `alpha_bar_t`; [DDIM] itself writes $\alpha_t$ for "
+                r"$\bar\alpha_t$ (an answer written entirely in DDIM's convention, `alpha_t` and `alpha_tm1`, is "
+                r"read that way)."),
         reference=_DDIM_SIGMA,
         free=("eta", *_SCHED_FREE),
         definitions=_SCHED_DEFS_TILDE,
@@ -475,12 +520,16 @@ QUESTIONS: tuple[Question, ...] = (
                     "eta scales the standard deviation linearly (sigma_t = eta * sqrt(beta_tilde_t))."),
         ),
         source="[DDIM] Eq. 16",
+        ddim=True,
+        asked=("sigma_t",),
     ),
     Question(
         id="ddim_update",
         title="The DDIM update x_{t-1}",
         prompt=(r"Give $x_{t-1}$ of [DDIM] Eq. 12 in terms of `x_t`, the predicted noise `eps`, fresh noise `z`, "
-                r"`sigma_t`, `alpha_bar_t` and `alpha_bar_prev`."),
+                r"`sigma_t`, `alpha_bar_t` and `alpha_bar_prev`. Notation: DDPM's, $\bar\alpha_t$ = `alpha_bar_t`; "
+                r"[DDIM] itself writes $\alpha_t$ for $\bar\alpha_t$ (an answer written entirely in DDIM's "
+                r"convention, `alpha_t` and `alpha_tm1`, is read that way)."),
         reference=("sqrt(alpha_bar_prev)*(x_t - sqrt(1 - alpha_bar_t)*eps)/sqrt(alpha_bar_t) "
                    "+ sqrt(1 - alpha_bar_prev - sigma_t^2)*eps + sigma_t*z"),
         free=("eta", *_SCHED_FREE, "x_t", "eps", "z"),
@@ -503,6 +552,7 @@ QUESTIONS: tuple[Question, ...] = (
         ),
         linear_in=("x_t", "eps", "z"),
         source="[DDIM] Eq. 12",
+        ddim=True,
     ),
     Question(
         id="cfg_w",
@@ -521,7 +571,10 @@ QUESTIONS: tuple[Question, ...] = (
         linear_in=("eps_c", "eps_u"),
         swaps=(_CFG_SWAP,),
         substitutions=(("guidance_convention", "Mixed guidance conventions: [CFG] uses (1 + w) eps_c - w eps_u, "
-                        "diffusers uses s = 1 + w.", (("w", "w - 1"),)),),
+                        "diffusers uses s = 1 + w.", (("w", "w - 1"),)),
+                       ("guidance_convention", "Mixed guidance conventions: this uses w + 1 where the [CFG] weight w "
+                        "belongs (diffusers' s = 1 + w is already the extrapolation factor of eps_c - eps_u).",
+                        (("w", "w + 1"),))),
         source="[CFG] Eq. 6",
     ),
     Question(
@@ -539,7 +592,9 @@ QUESTIONS: tuple[Question, ...] = (
         linear_in=("eps_c", "eps_u"),
         swaps=(_CFG_SWAP,),
         substitutions=(("guidance_convention", "Mixed guidance conventions: diffusers' s equals 1 + w of [CFG].",
-                        (("s", "s + 1"),)),),
+                        (("s", "s + 1"),)),
+                       ("guidance_convention", "Mixed guidance conventions: s - 1 is the [CFG] weight w; with the "
+                        "diffusers scale s the update is eps_u + s (eps_c - eps_u).", (("s", "s - 1"),))),
         source="diffusers guidance_scale; [CFG] Eq. 6 with s = 1 + w",
     ),
     Question(
@@ -596,6 +651,233 @@ QUESTIONS: tuple[Question, ...] = (
                     "The SNR is a ratio of variances (powers), not of standard deviations."),
         ),
         source="[VDM]",
+    ),
+)
+
+# -- derivation chains (checks.check_derivation): one quantity, rewritten step by step -------------------------------
+QUESTIONS += (
+    Question(
+        id="forward_var_induction",
+        title="Variance of the forward marginal, by induction",
+        prompt=(r"Induction step: if $\mathrm{Var}(x_{t-1}\mid x_0) = 1-\bar\alpha_{t-1}$ and "
+                r"$x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\epsilon$, then "
+                r"$\mathrm{Var}(x_t\mid x_0) = \alpha_t(1-\bar\alpha_{t-1}) + \beta_t$. Simplify it step by step "
+                r"to a closed form, as a chain `alpha_t*(1 - alpha_bar_prev) + beta_t = ... = ...`."),
+        reference="1 - alpha_bar_t",
+        start="alpha_t*(1 - alpha_bar_prev) + beta_t",
+        free=_SCHED_FREE,
+        definitions=_SCHED_DEFS,
+        equivalents=("alpha_t*(1 - alpha_bar_prev) + beta_t", "alpha_t - alpha_t*alpha_bar_prev + 1 - alpha_t",
+                     "1 - alpha_t*alpha_bar_prev"),
+        mistakes=(
+            Mistake("noise_not_rescaled", "1 - alpha_bar_prev + beta_t",
+                    "Scaling x_{t-1} by sqrt(alpha_t) multiplies its variance 1 - alpha_bar_prev by alpha_t."),
+            Mistake("std_scale_on_variance", "sqrt(alpha_t)*(1 - alpha_bar_prev) + beta_t",
+                    "Scaling a variable by sqrt(alpha_t) multiplies its variance by alpha_t, not sqrt(alpha_t)."),
+        ),
+        min_steps=2,
+        asked=("Var", "var", "variance"),
+        source="[DDPM] Eq. 2 and 4 (induction on t)",
+    ),
+    Question(
+        id="posterior_var_square",
+        title="Posterior variance by completing the square",
+        prompt=(r"Completing the square in $q(x_{t-1}\mid x_t, x_0) \propto q(x_t\mid x_{t-1})\,q(x_{t-1}\mid x_0)$ "
+                r"gives the precision $\alpha_t/\beta_t + 1/(1-\bar\alpha_{t-1})$. Invert it and simplify step by "
+                r"step to $\tilde\beta_t$: a chain `1/(alpha_t/beta_t + 1/(1 - alpha_bar_prev)) = ... = ...` ending "
+                r"in closed form (or in `beta_tilde_t`)."),
+        reference="(1 - alpha_bar_prev)/(1 - alpha_bar_t)*beta_t",
+        start="1/(alpha_t/beta_t + 1/(1 - alpha_bar_prev))",
+        free=_SCHED_FREE,
+        definitions=_SCHED_DEFS_TILDE,
+        equivalents=("1/(alpha_t/beta_t + 1/(1 - alpha_bar_prev))",
+                     "beta_t*(1 - alpha_bar_prev)/(alpha_t*(1 - alpha_bar_prev) + beta_t)",
+                     "beta_t*(1 - alpha_bar_prev)/(1 - alpha_bar_t)"),
+        mistakes=(
+            Mistake("precision_not_variance", "alpha_t/beta_t + 1/(1 - alpha_bar_prev)",
+                    "That is the precision 1/beta_tilde_t; invert it."),
+            Mistake("upper_bound_choice", "beta_t",
+                    "beta_t is the other variance choice in [DDPM] Section 3.2; the posterior variance is smaller "
+                    "by the factor (1 - alpha_bar_prev)/(1 - alpha_bar_t)."),
+        ),
+        min_steps=3,
+        asked=("beta_tilde", "beta_tilde_t", "var", "Var", "sigma2", "variance"),
+        source="[DDPM] Eq. 6-7",
+    ),
+    Question(
+        id="kl_1d_chain",
+        title="KL between two 1-D Gaussians, from the expectations",
+        prompt=(r"With $q = \mathcal N(\mu_1,\sigma_1^2)$ and $p = \mathcal N(\mu_2,\sigma_2^2)$: "
+                r"$\mathbb E_q[\log q] = -\tfrac12\log(2\pi\sigma_1^2) - \tfrac12$ and "
+                r"$\mathbb E_q[-\log p] = \tfrac12\log(2\pi\sigma_2^2) "
+                r"+ (\sigma_1^2 + (\mu_1-\mu_2)^2)/(2\sigma_2^2)$. "
+                r"Add them and simplify step by step: a chain starting "
+                r"`-log(2*pi*sigma1^2)/2 - 1/2 + log(2*pi*sigma2^2)/2 "
+                r"+ (sigma1^2 + (mu1 - mu2)^2)/(2*sigma2^2) = ...`."),
+        reference="log(sigma2/sigma1) + (sigma1^2 + (mu1 - mu2)^2)/(2*sigma2^2) - 1/2",
+        start="-log(2*pi*sigma1^2)/2 - 1/2 + log(2*pi*sigma2^2)/2 + (sigma1^2 + (mu1 - mu2)^2)/(2*sigma2^2)",
+        free=("mu1", "mu2", "sigma1", "sigma2"),
+        equivalents=("-log(2*pi*sigma1^2)/2 - 1/2 + log(2*pi*sigma2^2)/2 + (sigma1^2 + (mu1 - mu2)^2)/(2*sigma2^2)",
+                     "log(sigma2^2/sigma1^2)/2 + (sigma1^2 + (mu1 - mu2)^2)/(2*sigma2^2) - 1/2",
+                     "log(sigma2) - log(sigma1) + (sigma1^2 + (mu1 - mu2)^2 - sigma2^2)/(2*sigma2^2)"),
+        mistakes=(
+            Mistake("log_variance_ratio", "log(sigma2^2/sigma1^2) + (sigma1^2 + (mu1 - mu2)^2)/(2*sigma2^2) - 1/2",
+                    "log(sigma2/sigma1) = (1/2) log(sigma2^2/sigma1^2): the log of the variance ratio needs "
+                    "a factor 1/2."),
+            Mistake("dropped_entropy_half", "log(sigma2/sigma1) + (sigma1^2 + (mu1 - mu2)^2)/(2*sigma2^2)",
+                    "E_q[log q] = -log(2 pi sigma1^2)/2 - 1/2: the constant -1/2 is part of it."),
+        ),
+        swaps=(_KL_SWAP,),
+        min_steps=2,
+        asked=("KL", "kl", "D_KL", "DKL"),
+        source="standard result; used in [DDPM] Eq. 5",
+    ),
+)
+
+# -- continuous time (lesson 09) --------------------------------------------------------------------------------------
+_CT_BETA = {"beta_t": (0.1, 20.0)}
+QUESTIONS += (
+    Question(
+        id="vp_sde_drift",
+        title="The VP-SDE: drift",
+        prompt=(r"The DDPM chain is the discretisation of the VP-SDE $dx = f(x, t)\,dt + g(t)\,dw$ ([SDE] Eq. 11). "
+                r"Give the drift $f(x, t)$ in terms of `x_t` ($x(t)$) and `beta_t` ($\beta(t)$)."),
+        reference="-beta_t*x_t/2",
+        free=("beta_t", "x_t"),
+        domains=_CT_BETA,
+        equivalents=("-(1/2)*beta_t*x_t", "-0.5*beta_t*x_t", "-x_t*beta_t/2"),
+        mistakes=(
+            Mistake("no_half", "-beta_t*x_t",
+                    "The drift is -beta(t) x / 2: one step scales x by sqrt(1 - beta_t) ~ 1 - beta_t/2."),
+            Mistake("drift_is_diffusion", "sqrt(beta_t)*x_t",
+                    "sqrt(beta(t)) is the diffusion coefficient g(t), which multiplies dw; the drift multiplies dt."),
+        ),
+        linear_in=("x_t",),
+        asked=("f", "drift"),
+        source="[SDE] Eq. 11",
+    ),
+    Question(
+        id="vp_sde_diffusion",
+        title="The VP-SDE: diffusion coefficient",
+        prompt=(r"Give the diffusion coefficient $g(t)$ of the VP-SDE $dx = -\tfrac12\beta(t)x\,dt + g(t)\,dw$ "
+                r"([SDE] Eq. 11) in terms of `beta_t` ($\beta(t)$)."),
+        reference="sqrt(beta_t)",
+        free=("beta_t",),
+        domains=_CT_BETA,
+        equivalents=("beta_t^(1/2)", "beta_t/sqrt(beta_t)", "exp(log(beta_t)/2)"),
+        mistakes=(
+            Mistake("variance_not_std", "beta_t",
+                    "g(t) multiplies dw, so over dt the noise has variance g(t)^2 dt = beta(t) dt: g is the square "
+                    "root."),
+        ),
+        asked=("g", "diffusion"),
+        source="[SDE] Eq. 11",
+    ),
+    Question(
+        id="pf_ode_drift_eps",
+        title="The probability-flow ODE in terms of the noise prediction",
+        prompt=(r"The probability-flow ODE of the VP-SDE is $dx/dt = f(x,t) - \tfrac12 g(t)^2\nabla_x\log p_t(x)$ "
+                r"([SDE] Eq. 13). With the score written as $-\epsilon/\sqrt{1-\bar\alpha(t)}$, give $dx/dt$ in "
+                r"terms of `x_t` ($x(t)$), `eps` ($\epsilon_\theta(x, t)$), `beta_t` ($\beta(t)$) and `alpha_bar_t` "
+                r"($\bar\alpha(t)$)."),
+        reference="-beta_t/2*(x_t - eps/sqrt(1 - alpha_bar_t))",
+        free=("beta_t", "alpha_bar_t", "x_t", "eps"),
+        domains=_CT_BETA,
+        equivalents=("-beta_t*x_t/2 + beta_t*eps/(2*sqrt(1 - alpha_bar_t))",
+                     "beta_t/2*(eps/sqrt(1 - alpha_bar_t) - x_t)",
+                     "-beta_t*x_t/2 - beta_t/2*(-eps/sqrt(1 - alpha_bar_t))"),
+        mistakes=(
+            Mistake("reverse_sde_drift", "-beta_t*x_t/2 + beta_t*eps/sqrt(1 - alpha_bar_t)",
+                    "That is the drift of the reverse-time SDE, f - g^2 * score ([SDE] Eq. 6); the ODE with the "
+                    "same marginals has half the score term, f - g^2/2 * score ([SDE] Eq. 13)."),
+            Mistake("score_sign", "-beta_t/2*(x_t + eps/sqrt(1 - alpha_bar_t))",
+                    "The score is -eps/sqrt(1 - alpha_bar), so -g^2/2 * score adds +beta*eps/(2 sqrt(1 - alpha_bar))."),
+        ),
+        linear_in=("x_t", "eps"),
+        asked=("dx", "dxdt", "dx_dt", "drift", "f"),
+        source="[SDE] Eq. 13 with the VP drift of Eq. 11",
+    ),
+    Question(
+        id="snr_weight",
+        title="The bound's weight in SNR form",
+        prompt=(r"With $\sigma_t^2 = \tilde\beta_t$, the weight of [DDPM] Eq. 12, "
+                r"$L_{t-1} - C = \lambda_t\,\mathbb E\lVert\epsilon - \epsilon_\theta\rVert^2$, depends on the "
+                r"schedule only through the SNR. Give $\lambda_t$ in terms of `snr_t` (SNR(t)) and `snr_prev` "
+                r"(SNR(t-1)), where SNR(t) = $\bar\alpha_t/(1-\bar\alpha_t)$."),
+        reference="(snr_prev/snr_t - 1)/2",
+        free=_SCHED_FREE,
+        definitions={**_SCHED_DEFS, "snr_t": "alpha_bar_t/(1 - alpha_bar_t)",
+                     "snr_prev": "alpha_bar_prev/(1 - alpha_bar_prev)"},
+        equivalents=("(snr_prev - snr_t)/(2*snr_t)", "beta_t/(2*alpha_t*(1 - alpha_bar_prev))",
+                     "snr_prev/(2*snr_t) - 1/2"),
+        mistakes=(
+            Mistake("x0_weight", "(snr_prev - snr_t)/2",
+                    "(SNR(t-1) - SNR(t))/2 weighs the x_0-MSE ([VDM]); "
+                    "||x_0 - x0_hat||^2 = ||eps - eps_hat||^2/SNR(t), "
+                    "so the eps-MSE weight is divided by SNR(t)."),
+            Mistake("inverted_snr_ratio", "(snr_t/snr_prev - 1)/2",
+                    "SNR falls with t, so SNR(t-1)/SNR(t) > 1 and the weight is positive: the ratio is upside down."),
+        ),
+        asked=("lambda_t", "lambda", "w_t", "weight"),
+        source="[DDPM] Eq. 12 with sigma_t^2 = beta_tilde_t; [VDM] (the discrete-time loss in SNR form)",
+    ),
+    Question(
+        id="zero_snr_rescale",
+        title="Rescaling a schedule to zero terminal SNR",
+        prompt=(r"[ZSNR] Algorithm 1 shifts $\sqrt{\bar\alpha_t}$ so that it is 0 at $t = T$ and scales it so "
+                r"that $\sqrt{\bar\alpha_1}$ keeps its value. Give the new $\sqrt{\bar\alpha_t}$ in terms of the old "
+                r"`alpha_bar_t`, `alpha_bar_1` and `alpha_bar_T`."),
+        reference="(sqrt(alpha_bar_t) - sqrt(alpha_bar_T))*sqrt(alpha_bar_1)/(sqrt(alpha_bar_1) - sqrt(alpha_bar_T))",
+        free=("alpha_bar_1", "alpha_bar_T", "alpha_bar_t"),
+        equivalents=("sqrt(alpha_bar_1)*(sqrt(alpha_bar_t) - sqrt(alpha_bar_T))"
+                     "/(sqrt(alpha_bar_1) - sqrt(alpha_bar_T))",
+                     "(sqrt(alpha_bar_t) - sqrt(alpha_bar_T))/(1 - sqrt(alpha_bar_T/alpha_bar_1))",
+                     "sqrt(alpha_bar_1)*(1 - (sqrt(alpha_bar_1) - sqrt(alpha_bar_t))/(sqrt(alpha_bar_1) "
+                     "- sqrt(alpha_bar_T)))"),
+        mistakes=(
+            Mistake("shift_only", "sqrt(alpha_bar_t) - sqrt(alpha_bar_T)",
+                    "Shifting alone also lowers sqrt(alpha_bar_1); Algorithm 1 then rescales by "
+                    "sqrt(alpha_bar_1)/(sqrt(alpha_bar_1) - sqrt(alpha_bar_T)) to keep the first step."),
+            Mistake("rescaled_alpha_bar", "(alpha_bar_t - alpha_bar_T)*alpha_bar_1/(alpha_bar_1 - alpha_bar_T)",
+                    "Algorithm 1 shifts and scales sqrt(alpha_bar), not alpha_bar (this gives a different schedule)."),
+        ),
+        source="[ZSNR] Algorithm 1",
+    ),
+    Question(
+        id="v_velocity",
+        title="v as the velocity of the angle",
+        prompt=(r"Write $x_\phi = \cos\phi\,x_0 + \sin\phi\,\epsilon$ (so $\cos\phi = \sqrt{\bar\alpha_t}$). "
+                r"Give $v = dx_\phi/d\phi$ in terms of `phi`, `x_0` and `eps` (with `sin`, `cos`)."),
+        reference="cos(phi)*eps - sin(phi)*x_0",
+        free=("phi", "x_0", "eps"),
+        equivalents=("-(sin(phi)*x_0 - cos(phi)*eps)", "eps*cos(phi) - x_0*sin(phi)",
+                     "cos(phi)*(eps - sin(phi)/cos(phi)*x_0)"),
+        mistakes=(
+            Mistake("derivative_sign", "cos(phi)*eps + sin(phi)*x_0",
+                    "d/dphi cos(phi) = -sin(phi): the x_0 term enters with a minus sign."),
+            Mistake("that_is_x_phi", "cos(phi)*x_0 + sin(phi)*eps",
+                    "That is x_phi itself; v is its derivative in phi (the orthogonal direction)."),
+        ),
+        linear_in=("x_0", "eps"),
+        asked=("v", "dx", "velocity"),
+        source="[V] Sec. 4 (v = alpha_t eps - sigma_t x with alpha_t = cos(phi), sigma_t = sin(phi))",
+    ),
+    Question(
+        id="flow_velocity",
+        title="The rectified-flow velocity",
+        prompt=(r"On the straight path $x_t = (1-t)\,x_0 + t\,\epsilon$ from data ($t = 0$) to noise ($t = 1$), "
+                r"give the velocity $dx_t/dt$ that flow matching regresses on, in terms of `x_0` and `eps`."),
+        reference="eps - x_0",
+        free=("x_0", "eps"),
+        equivalents=("-(x_0 - eps)", "-x_0 + eps", "(2*eps - 2*x_0)/2"),
+        mistakes=(
+            Mistake("reversed_time", "x_0 - eps",
+                    "That is the velocity when time runs from noise to data (Lipman et al.'s convention, t = 0 is "
+                    "noise); on this path t = 0 is data, so d/dt moves towards eps."),
+        ),
+        linear_in=("x_0", "eps"),
+        asked=("v", "u", "velocity", "dx", "dxdt"),
+        source="[RF] Eq. 1 (X_0 = data, X_1 = noise)",
     ),
 )
 

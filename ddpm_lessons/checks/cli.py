@@ -1,10 +1,17 @@
 """``ddpm-lessons check``: run the catalogue's self-tests, list the questions, or check one typed answer.
 
-    ddpm-lessons check                                   # every self-test, as a table; exit 0 iff all pass
-    ddpm-lessons check --list                            # the question ids and their symbols
-    ddpm-lessons check forward_var "1 - alpha_bar_t"     # one verdict; exit 0 iff correct
+    ddpm-lessons check                                    # every self-test, as a table; exit 0 iff all pass
+    ddpm-lessons check --list                             # the question ids, their symbols and meanings
+    ddpm-lessons check forward_var                        # the question: prompt, symbols, what to type
+    ddpm-lessons check forward_var "1 - alpha_bar_t"      # one verdict; exit 0 iff correct
+    ddpm-lessons check score_from_eps -eps/sqrt(1-alpha_bar_t)      # answers may start with `-`
+    ddpm-lessons check forward_var_induction "alpha_t*(1 - alpha_bar_prev) + beta_t = 1 - alpha_bar_t"
+    ddpm-lessons check posterior_var -                    # read the answer (or a multi-line derivation) from stdin
 
-The lead's ``ddpm_lessons/cli.py`` wires this in with ``add_subparser(subparsers)`` and dispatches to ``run(args)``.
+The answer is everything after the question id (quoting is optional; options go before the id). Answers with `=`
+are derivations, checked step by step. This module imports neither torch nor nbformat, and no SymPy in this process:
+the check runs in the checker's worker process. The lead's ``ddpm_lessons/cli.py`` wires it in with
+``add_subparser(subparsers)`` and dispatches to ``run(args)``.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ EXIT_CORRECT, EXIT_WRONG, EXIT_INVALID, EXIT_TIMEOUT = 0, 1, 2, 3
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("question", nargs="?", help="question id (see --list); omit to run every self-test")
-    p.add_argument("answer", nargs="?", help="your answer, quoted, e.g. \"sqrt(alpha_bar_t)*x_0\"")
-    p.add_argument("--list", action="store_true", help="list the question ids and their symbols")
+    p.add_argument("--list", action="store_true", help="list the question ids, their symbols and meanings")
     p.add_argument("--timeout", type=float, default=None, help="hard time limit per check in seconds")
+    p.add_argument("question", nargs="?", help="question id (see --list); omit to run every self-test")
+    # REMAINDER: an answer may start with `-` (errata 28) and may be typed unquoted, in several words
+    p.add_argument("answer", nargs=argparse.REMAINDER, help="your answer, e.g. \"sqrt(alpha_bar_t)*x_0\" "
+                   "(`-` reads it from stdin)")
     p.set_defaults(handler=run)  # the convention of ddpm_lessons/cli.py: main() calls args.handler(args)
     return p
 
@@ -51,10 +60,30 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 def _list(out: TextIO) -> int:
     from . import questions
 
-    rows = [["id", "source", "symbols"]]
-    rows += [[q.id, q.source, ", ".join(q.names)] for q in questions()]
-    _table(rows, out)
+    for q in questions():
+        out.write(f"{q.id}  [{q.source}]  {q.title}\n    symbols: {q.symbols_help().replace('`', '')}\n")
+    out.write("\nddpm-lessons check QUESTION shows a question in full; "
+              "ddpm-lessons check QUESTION ANSWER checks an answer.\n")
     return 0
+
+
+def _answer_text(args: argparse.Namespace) -> tuple[str | None, float | None]:
+    """The answer (joined words; `-` reads stdin) and a `--timeout` typed after it, if any."""
+    words = list(args.answer or [])
+    timeout = args.timeout
+    if len(words) >= 2 and words[-2] == "--timeout":
+        try:
+            timeout = float(words[-1])
+            words = words[:-2]
+        except ValueError:
+            pass
+    if words and words[0] == "--":
+        words = words[1:]
+    if not words:
+        return None, timeout
+    if words == ["-"]:
+        return sys.stdin.read(), timeout
+    return " ".join(words), timeout
 
 
 def _self_test(out: TextIO) -> int:
@@ -87,17 +116,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.question is None:
         return _self_test(out)
     try:
-        get_question(args.question)
+        q = get_question(args.question)
     except ValueError as err:
         out.write(f"error: {err}\n")
         return EXIT_INVALID
-    if args.answer is None:
-        q = get_question(args.question)
-        out.write(f"{q.id}: {q.title} [{q.source}]\n  symbols: {', '.join(q.names)}\n"
-                  f"  usage: ddpm-lessons check {q.id} \"<your answer>\"\n")
+    answer, timeout = _answer_text(args)
+    if answer is None:
+        out.write(f"{q}\n  usage: ddpm-lessons check {q.id} \"<your answer>\"\n")
         return EXIT_INVALID
-    res = check(args.question, args.answer, timeout=args.timeout)
+    res = check(q.id, answer, timeout=timeout)
     out.write(str(res) + "\n")
+    if res.status == "invalid" and res.evidence != "no answer":
+        out.write(f"  (ddpm-lessons check {q.id} shows the question and its symbols)\n")
     return {"correct": EXIT_CORRECT, "invalid": EXIT_INVALID, "timeout": EXIT_TIMEOUT}.get(res.status, EXIT_WRONG)
 
 

@@ -5,8 +5,10 @@ reproducible), derived symbols are computed from their definitions (alpha_bar_t 
 both expressions are evaluated at ``N_POINTS`` points with mpmath at ``DPS`` significant digits. The answer is
 correct when every point agrees to a relative error of ``REL_TOL``; a NaN, an infinity or a complex value never
 agrees. At 30 digits, two different closed forms of this course cannot agree at 40 random points by accident, and
-an equivalent rewriting differs only by rounding (~1e-29). When the difference is cheap to cancel symbolically
-(``sympy.cancel`` after substituting the definitions), the verdict also records a symbolic confirmation.
+an equivalent rewriting differs only by rounding (~1e-29). A screen in double precision at all points comes first
+(fast); the verdict then rests on the first ``SCREEN`` points at 30 digits. When the difference to the reference
+vanishes symbolically after substituting the definitions (tried only on small answers, where it is cheap), the
+verdict also records a symbolic confirmation.
 
 A wrong answer is compared against the question's known mistakes and the automatic ones of
 :mod:`ddpm_lessons.checks.mistakes` (first on ``SCREEN`` points, then on all of them), so the feedback can name the
@@ -17,7 +19,10 @@ Everything here runs inside the worker process of :mod:`ddpm_lessons.checks.work
 
 from __future__ import annotations
 
+import math
 import random
+import re
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,11 +32,12 @@ from typing import Any
 import mpmath
 import sympy as sp
 
-from . import catalogue
+from . import catalogue, notation
 from .mistakes import Candidate, auto_mistakes
 from .parser import ParseError, parse
 
-__all__ = ["DPS", "N_POINTS", "SCREEN", "REL_TOL", "prepared", "check_answer", "compile_expr", "EvalError"]
+__all__ = ["DPS", "N_POINTS", "SCREEN", "REL_TOL", "prepared", "check_answer", "check_chain", "compile_expr",
+           "EvalError", "MAX_STEPS"]
 
 DPS = 30  # significant digits of every evaluation
 N_POINTS = 40  # sample points per question
@@ -39,8 +45,14 @@ SCREEN = 8  # points used to screen mistakes before confirming on all N_POINTS
 LINEAR_POINTS = 4  # points for the coefficient comparison (each costs len(linear_in) + 2 evaluations)
 REL_TOL = mpmath.mpf("1e-20")  # rounding at 30 digits is ~1e-29; any real difference is >> 1e-20
 ABS_FLOOR = mpmath.mpf("1e-24")  # two values both below this count as equal (a true zero vs rounding)
-SYMBOLIC_MAX_OPS = 60  # only attempt symbolic confirmation on answers this small
+SYMBOLIC_MAX_NODES = 16  # symbolic confirmation only on answers (and references) this small: cancel() takes 10-100 ms
+# on larger ones, and the numeric verdict does not need it
+SYMBOLIC_CANCEL_NODES = 12  # ... and cancel() only on differences this small
 SYMPY_MAX_LENGTH = 5000  # printed length cap for answers given as SymPy expressions
+MAX_STEPS = 30  # steps of one derivation chain
+MAX_DIAGNOSE = 300  # generated variants tried when diagnosing a learner's own expression
+DIAGNOSE_MAX_NODES = 150  # the inverse search (variants of the learner's expression) only runs on answers this small
+DIAGNOSE_BUDGET = 1.0  # seconds spent at most on that search (the worker's hard limit still bounds everything)
 
 MP = mpmath.MPContext()  # private context: never changes the user's global mpmath precision
 MP.dps = DPS
@@ -53,24 +65,43 @@ class EvalError(ValueError):
 
 
 # -- numeric evaluation ----------------------------------------------------------------------------------------------
-def compile_expr(expr: sp.Expr) -> Callable[[dict[str, Value]], Value]:
-    """Turn a SymPy expression into a function env -> MP value (no ``eval``/``lambdify``: a closure per node)."""
+@dataclass(frozen=True)
+class _Ops:
+    """The arithmetic a compiled expression runs on: mpmath at DPS digits, or Python floats for screening."""
+
+    rational: Callable[[int, int], Any]
+    pi: Any
+    e: Any
+    sqrt: Callable[[Any], Any]
+    power: Callable[[Any, Any], Any]
+    funcs: dict[Any, Callable[[Any], Any]]
+
+
+_MP_OPS = _Ops(lambda p, q: MP.mpf(p) / q, MP.pi, MP.e + 0, MP.sqrt, MP.power,
+               {sp.exp: MP.exp, sp.log: MP.log, sp.Abs: abs, sp.sin: MP.sin, sp.cos: MP.cos})
+_FLOAT_OPS = _Ops(lambda p, q: p / q, math.pi, math.e, math.sqrt, lambda a, b: a ** b,
+                  {sp.exp: math.exp, sp.log: math.log, sp.Abs: abs, sp.sin: math.sin, sp.cos: math.cos})
+
+
+def compile_expr(expr: sp.Expr, ops: _Ops = _MP_OPS) -> Callable[[dict[str, Value]], Value]:
+    """Turn a SymPy expression into a function env -> value (no ``eval``/``lambdify``: a closure per node).
+
+    ``ops``: mpmath at :data:`DPS` digits (the default, every verdict) or floats (``compile_float``: a fast screen).
+    """
     if expr.is_Symbol:
         name = expr.name
         return lambda env: env[name]
-    if expr.is_Integer:
-        val = MP.mpf(int(expr))
-        return lambda env: val
     if expr.is_Rational:
-        val = MP.mpf(int(expr.p)) / int(expr.q)
+        val = ops.rational(int(expr.p), int(expr.q))
         return lambda env: val
     if expr is sp.pi:
-        return lambda env: MP.pi
+        pi = ops.pi
+        return lambda env: pi
     if expr is sp.E:
-        val = MP.e + 0
-        return lambda env: val
+        e = ops.e
+        return lambda env: e
     if expr.is_Add or expr.is_Mul:
-        parts = [compile_expr(a) for a in expr.args]
+        parts = [compile_expr(a, ops) for a in expr.args]
         if expr.is_Add:
             def add(env: dict[str, Value]) -> Value:
                 out = parts[0](env)
@@ -86,23 +117,59 @@ def compile_expr(expr: sp.Expr) -> Callable[[dict[str, Value]], Value]:
             return out
         return mul
     if expr.is_Pow:
-        base = compile_expr(expr.base)
+        base = compile_expr(expr.base, ops)
         ex = expr.exp
         if ex.is_Integer:
             n = int(ex)
             return lambda env: base(env) ** n
+        sqrt = ops.sqrt
         if ex == sp.Rational(1, 2):
-            return lambda env: MP.sqrt(base(env))
+            return lambda env: sqrt(base(env))
         if ex == sp.Rational(-1, 2):
-            return lambda env: 1 / MP.sqrt(base(env))
-        exf = compile_expr(ex)
-        return lambda env: MP.power(base(env), exf(env))
-    funcs = {sp.exp: MP.exp, sp.log: MP.log, sp.Abs: abs}
-    if expr.func in funcs and len(expr.args) == 1:
-        fn = funcs[expr.func]
-        arg = compile_expr(expr.args[0])
+            return lambda env: 1 / sqrt(base(env))
+        exf = compile_expr(ex, ops)
+        power = ops.power
+        return lambda env: power(base(env), exf(env))
+    if expr.func in ops.funcs and len(expr.args) == 1:
+        fn = ops.funcs[expr.func]
+        arg = compile_expr(expr.args[0], ops)
         return lambda env: fn(arg(env))
     raise EvalError(f"cannot evaluate `{expr.func.__name__}`")
+
+
+def compile_float(expr: sp.Expr) -> Callable[[dict[str, float]], float | None]:
+    """``compile_expr`` on Python floats: ~20x faster, used only to screen (every verdict is confirmed in mpmath)."""
+    return compile_expr(expr, _FLOAT_OPS)
+
+
+def _eval_f(f: Callable[[dict[str, float]], Any], env: dict[str, float]) -> float | None:
+    try:
+        v = f(env)
+    except (ZeroDivisionError, ValueError, OverflowError, TypeError, ArithmeticError):
+        return None
+    if isinstance(v, complex):
+        if abs(v.imag) > 1e-12 * max(1.0, abs(v.real)):
+            return None
+        v = v.real
+    try:
+        v = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+F_TOL = 1e-8  # relative agreement required of the float screen (double rounding is ~1e-16; cancellation costs digits)
+
+
+def _close_f(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return False
+    scale = max(abs(a), abs(b))
+    return scale < 1e-12 or abs(a - b) <= F_TOL * scale
+
+
+def _all_close_f(mine: list[float | None], other: list[float | None]) -> bool:
+    return all(_close_f(a, b) for a, b in zip(mine, other, strict=False))
 
 
 def _clean(val: Any) -> Value:
@@ -163,6 +230,7 @@ class _Case:
     fn: Callable[[dict[str, Value]], Value]
     screen: list[Value]
     full: list[Value] | None = None
+    fvals: list[float | None] = field(default_factory=list)  # float values at all N_POINTS (the fast screen)
 
 
 @dataclass
@@ -193,6 +261,15 @@ class Prepared:
         self.q = q
         self.symbols = {n: _symbol(n) for n in q.names}
         self.linear = [self.symbols[n] for n in q.linear_in]
+        self.aliases = dict(catalogue.ALIASES)
+        if "z" in q.names:
+            self.aliases["noise"] = ""  # fresh noise z or the predicted eps? ambiguous here: not an alias
+        self.constants: dict[str, sp.Expr] = {"pi": sp.pi}
+        for name, text in notation.MACROS.items():  # diffusers' beta_prod_t = 1 - alpha_bar_t, ...
+            try:
+                self.constants[name] = parse(text, self.symbols, constants={})
+            except ParseError:
+                pass  # the macro needs a symbol this question does not have
         self.defs: dict[str, sp.Expr] = {}
         for name, text in q.definitions.items():
             self.defs[name] = self.parse(text)
@@ -202,6 +279,8 @@ class Prepared:
         self.ref_vals = [_eval(self.ref_fn, env) for env in self.points]
         if any(v is None for v in self.ref_vals):
             raise RuntimeError(f"catalogue error: reference of {q.id} is undefined at a sample point")
+        self.fpoints = [{k: float(v) for k, v in env.items()} for env in self.points]
+        self.ref_f = self.float_values(self.ref)
         self._cases: list[_Case] | None = None
         self._coefs: list[_Coef] | None = None
         self._ref_free: sp.Expr | None = None
@@ -209,9 +288,29 @@ class Prepared:
     def parse(self, text: str, source: str = "text") -> sp.Expr:
         """Parse learner text (``source="text"``) or the printed form of a SymPy expression (``"sympy"``)."""
         if source == "sympy":
-            return parse(text, self.symbols, aliases=catalogue.ALIASES, elsewhere=_ALL_NAMES,
-                         constants={"pi": sp.pi, "E": sp.E}, max_length=SYMPY_MAX_LENGTH)
-        return parse(text, self.symbols, aliases=catalogue.ALIASES, elsewhere=_ALL_NAMES)
+            return parse(text, self.symbols, aliases=self.aliases, elsewhere=_ALL_NAMES,
+                         constants={**self.constants, "E": sp.E}, max_length=SYMPY_MAX_LENGTH)
+        return parse(text, self.symbols, aliases=self.aliases, elsewhere=_ALL_NAMES, constants=self.constants,
+                     ddim=self.q.ddim)
+
+    def float_values(self, expr: sp.Expr) -> list[float | None]:
+        """``expr`` at every sample point in double precision (the screen; None where undefined)."""
+        fn = compile_float(expr)
+        return [_eval_f(fn, env) for env in self.fpoints]
+
+    def is_lhs(self, part: str) -> bool:
+        """True when ``part`` (the text before the first ``=``) names the asked quantity (``mu_tilde``,
+        ``beta_tilde_t``, ``x_{t-1}``, ``sigma_t(eta)``) rather than being the first step of a derivation."""
+        if not notation.is_name_like(part):
+            return False
+        ident = re.match(r"\s*([A-Za-z][A-Za-z0-9_]*)", part).group(1).rstrip("_")
+        if ident in self.q.asked:
+            return True
+        try:
+            self.parse(part)
+        except ParseError:
+            return True  # not an expression of this question: a name for the answer
+        return False
 
     def _points(self) -> list[dict[str, Value]]:
         rng = random.Random(zlib.crc32(self.q.id.encode()))
@@ -268,6 +367,8 @@ class Prepared:
             if not cand.known:
                 if any(v is None for v in vals) or _all_close(vals, ref_screen):
                     continue
+                if all(abs(v) < 1e-12 * (1 + abs(r)) for v, r in zip(vals, ref_screen, strict=False)):
+                    continue  # a degenerate variant (x/x inside a root, ...): zero, not a teachable mistake
             if any(_all_close(vals, k[2]) for k in kept):
                 continue  # the same wrong answer as an earlier (higher-priority) candidate
             kept.append((cand, fn, vals))
@@ -277,7 +378,7 @@ class Prepared:
     def cases(self) -> list[_Case]:
         if self._cases is None:
             kept = self._dedupe(self._candidates(), lambda c: compile_expr(c.expr), self.ref_vals[:SCREEN])
-            self._cases = [_Case(c, fn, vals) for c, fn, vals in kept]
+            self._cases = [_Case(c, fn, vals, fvals=self.float_values(c.expr)) for c, fn, vals in kept]
         return self._cases
 
     def case_full(self, case: _Case) -> list[Value]:
@@ -321,24 +422,34 @@ def _result(qid: str, status: str, feedback: str, evidence: str, mistake: str | 
             "answer": answer, "details": details or {}}
 
 
-def _linear_feedback(p: Prepared, fn: Callable[[dict[str, Value]], Value]) -> tuple[str, dict[str, str]]:
-    """Compare the answer's coefficients of the linear variables with the reference's (at LINEAR_POINTS points)."""
+def _as_floats(vals: list[Value]) -> list[float | None]:
+    return [None if v is None else float(v) for v in vals]
+
+
+def _linear_feedback(p: Prepared, expr: sp.Expr) -> tuple[str, dict[str, str]]:
+    """Compare the answer's coefficients of the linear variables with the reference's (at LINEAR_POINTS points).
+
+    A diagnosis, not a verdict: it runs in floats (the verdict itself rests on the 30-digit comparison)."""
     names = [v.name for v in p.linear]
     pretty = ", ".join(f"`{n}`" for n in names)
-    coef_vals: dict[str, list[Value]] = {n: [] for n in names + ["1"]}
+    try:
+        fn = compile_float(expr)
+    except EvalError:
+        return "", {}
+    coef_vals: dict[str, list[float | None]] = {n: [] for n in names + ["1"]}
     linear_ok = True
-    for env in p.points[:LINEAR_POINTS]:
-        env0 = dict(env, **{n: MP.mpf(0) for n in names})
-        c0 = _eval(fn, env0)
+    for env in p.fpoints[:LINEAR_POINTS]:
+        env0 = dict(env, **{n: 0.0 for n in names})
+        c0 = _eval_f(fn, env0)
         coef_vals["1"].append(c0)
         total = c0
         for n in names:
-            cn = _eval(fn, dict(env0, **{n: MP.mpf(1)}))
+            cn = _eval_f(fn, dict(env0, **{n: 1.0}))
             cn = None if cn is None or c0 is None else cn - c0
             coef_vals[n].append(cn)
             total = None if total is None or cn is None else total + cn * env[n]
-        full = _eval(fn, env)
-        if total is None or full is None or not _close(total, full):
+        full = _eval_f(fn, env)
+        if total is None or full is None or not _close_f(total, full):
             linear_ok = False
     if not linear_ok:
         return f"The correct answer is linear in {pretty}; yours is not.", {}
@@ -347,7 +458,7 @@ def _linear_feedback(p: Prepared, fn: Callable[[dict[str, Value]], Value]) -> tu
     for coef in p.coefs:
         mine = coef_vals[coef.name]
         label = "The term without " + pretty if coef.name == "1" else f"The coefficient of `{coef.name}`"
-        if _all_close(mine, coef.values[:LINEAR_POINTS]):
+        if _all_close_f(mine, _as_floats(coef.values[:LINEAR_POINTS])):
             verdicts[coef.name] = "right"
             if coef.name != "1":
                 lines.append(f"{label} is right.")
@@ -356,10 +467,10 @@ def _linear_feedback(p: Prepared, fn: Callable[[dict[str, Value]], Value]) -> tu
         if coef.name == "1" and all(v == 0 for v in coef.values):
             lines.append(f"There should be no term without {pretty}.")
             continue
-        if coef.name != "1" and all(v is not None and abs(v) < ABS_FLOOR for v in mine):
+        if coef.name != "1" and all(v is not None and abs(v) < 1e-12 for v in mine):
             lines.append(f"{label} is missing (your answer does not contain `{coef.name}`).")
             continue
-        why = next((c.hint for c, vals in coef.cases if _all_close(mine, vals)), None)
+        why = next((c.hint for c, vals in coef.cases if _all_close_f(mine, _as_floats(vals[:LINEAR_POINTS]))), None)
         lines.append(f"{label} is wrong" + (f": {why[0].lower()}{why[1:]}" if why else "."))
     return " ".join(lines), verdicts
 
@@ -427,73 +538,124 @@ def _radical_of_sum(expr: sp.Expr) -> bool:
     return any(e.is_Pow and not e.exp.is_Integer and e.base.has(sp.Add) for e in sp.preorder_traversal(expr))
 
 
-def _symbolic_confirmation(p: Prepared, expr: sp.Expr) -> bool:
-    """True when the difference to the reference cancels symbolically; only tried where that is cheap.
+def _smaller_than(expr: sp.Expr, limit: int) -> bool:
+    for n, _ in enumerate(sp.preorder_traversal(expr)):
+        if n >= limit:
+            return False
+    return True
 
-    ``sympy.cancel`` treats every radical as an independent generator, so it can only prove identities whose
-    square roots of sums appear in the same form on both sides; with such radicals it can also take 100+ ms to
-    fail. It is therefore skipped when a radical of a sum is left in the difference, keeping the attempt to a few ms.
+
+def _symbolic_confirmation(p: Prepared, expr: sp.Expr) -> bool:
+    """True when the difference to the reference vanishes symbolically; only tried where that is cheap.
+
+    The definitions are substituted (alpha_bar_t = alpha_bar_prev * alpha_t, ...) and SymPy's automatic
+    simplification decides; ``sympy.cancel`` is tried only on tiny differences without radicals (it treats every
+    radical as an independent generator, and costs 10-100 ms even on moderate rational functions, which is more than
+    the whole numeric verdict). The numeric verdict never depends on this.
     """
-    if sp.count_ops(expr) > SYMBOLIC_MAX_OPS:
-        return False
+    if not _smaller_than(expr, SYMBOLIC_MAX_NODES) or not _smaller_than(p.ref, SYMBOLIC_MAX_NODES):
+        return False  # a node count with early exit: sympy.count_ops itself costs milliseconds on large answers
     diff = p.expand_definitions(expr) - p.ref_free
     if diff == 0:
         return True
-    if _radical_of_sum(diff):
+    if not _smaller_than(diff, SYMBOLIC_CANCEL_NODES) or _radical_of_sum(diff) or any(
+            e.is_Pow and not e.exp.is_Integer for e in sp.preorder_traversal(diff)):
         return False
     return sp.cancel(diff) == 0
 
 
-def check_answer(question_id: str, text: str, *, source: str = "text",
-                 on_partial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Check ``text`` against question ``question_id``; returns the fields of a ``CheckResult`` as a dict.
+def _invalid_feedback(p: Prepared, message: str) -> str:
+    """The parser's message plus the names this question accepts, with their meanings (every invalid verdict)."""
+    return _sentence(f"Invalid input: {message}") + f" Symbols here: {p.q.symbols_help()}."
 
-    ``source`` is ``"text"`` for typed answers or ``"sympy"`` for the printed form of a SymPy expression (which may
-    also use ``E`` and be longer). ``on_partial`` receives the numeric verdict of a correct answer before the
-    (optional) symbolic confirmation, so the caller can still report it if the confirmation runs out of time.
+
+def _values(p: Prepared, fn: Callable[[dict[str, Value]], Value], n: int = N_POINTS) -> list[Value]:
+    return [_eval(fn, env) for env in p.points[:n]]
+
+
+def diagnose(p: Prepared, target: sp.Expr, target_f: list[float | None], expr: sp.Expr, mine_f: list[float | None],
+             deadline: float | None = None, forward: bool = True) -> Candidate | None:
+    """Name the single change that turns ``target`` into ``expr``, or None. ``*_f``: float values at all points.
+
+    Forward: every automatic mistake of ``target``. Inverse: every automatic mistake of the learner's own ``expr``
+    that gives ``target`` (so a square root dropped while rewriting into another form is still found, and described
+    in the learner's form). Candidates are screened in floats at all points and confirmed in mpmath at ``SCREEN``
+    points; ``deadline`` (``time.monotonic()``) bounds the search. ``forward=False`` skips the forward search (the
+    reference's own mistakes are precomputed in :attr:`Prepared.cases`).
     """
-    p = prepared(question_id)
-    qid = question_id
-    try:
-        expr = p.parse(text, source)
-    except ParseError as err:
-        return _result(qid, "invalid", _sentence(f"Invalid input: {err}"), "parser", answer=text)
-    shown = sp.sstr(expr, order="none")  # "none": skips SymPy's term sorting, the costly part of printing
-    try:
-        fn = compile_expr(expr)
-    except EvalError as err:
-        return _result(qid, "invalid", _sentence(f"Invalid input: {err}"), "parser", answer=shown)
+    q = p.q
+    swaps = [(tag, hint, [(p.symbols[a], p.symbols[b]) for a, b in pairs]) for tag, hint, pairs in q.swaps]
+    subs = [(tag, hint, {p.symbols[n]: p.parse(e) for n, e in pairs}) for tag, hint, pairs in q.substitutions]
+    searches: list[tuple[sp.Expr, list[float | None], bool, sp.Expr]] = []
+    if forward:
+        searches.append((target, mine_f, False, expr))
+    if forward:
+        expanded = sp.expand(target)  # a factor lost from one term of a product is a change of the expanded form
+        if expanded != target:
+            searches.append((expanded, mine_f, False, expr))
+    if _smaller_than(expr, DIAGNOSE_MAX_NODES):
+        searches.append((expr, target_f, True, target))
+    for source, against, inverse, other in searches:
+        try:
+            cands = auto_mistakes(source, p.symbols, p.linear, swaps, subs)
+        except (TypeError, ValueError, RecursionError):
+            continue
+        other_mp: list[Value] | None = None
+        for cand in cands[:MAX_DIAGNOSE]:
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            try:
+                ffn = compile_float(cand.expr)
+            except EvalError:
+                continue
+            if not all(_close_f(_eval_f(ffn, env), b) for env, b in zip(p.fpoints[:4], against[:4], strict=True)):
+                continue  # most variants fail at the first points: screen on 4, then on all of them
+            if not all(_close_f(_eval_f(ffn, env), b) for env, b in zip(p.fpoints, against, strict=True)):
+                continue
+            if other_mp is None:
+                other_mp = _values(p, compile_expr(other), SCREEN)
+            if _all_close(_values(p, compile_expr(cand.expr), SCREEN), other_mp):
+                return cand.inverse() if inverse else cand
+    return None
 
-    mine = [_eval(fn, env) for env in p.points[:SCREEN]]
-    n_bad = sum(v is None for v in mine)
-    if _all_close(mine, p.ref_vals):
-        mine += [_eval(fn, env) for env in p.points[SCREEN:]]
-        if _all_close(mine, p.ref_vals):
-            err = max(_rel_err(a, b) for a, b in zip(mine, p.ref_vals, strict=True))
-            evidence = f"numeric: {N_POINTS} random points at {DPS} digits, max rel. error {MP.nstr(err, 2)}"
-            res = _result(qid, "correct", "Correct.", evidence, answer=shown)
-            if on_partial is not None:
-                on_partial(res)
-            if _symbolic_confirmation(p, expr):
-                res["evidence"] = evidence + "; symbolic: the difference cancels to 0"
-            return res
 
-    # Wrong: does it match a known or an automatic mistake?
+def _single(p: Prepared, expr: sp.Expr, fn: Callable[[dict[str, Value]], Value], shown: str,
+            on_partial: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """The verdict on one parsed answer."""
+    qid = p.q.id
+    mine_f = p.float_values(expr)
+    mine = [_eval(fn, env) for env in p.points[:SCREEN]]  # every verdict rests on these 30-digit values
+    n_bad = sum(v is None for v in mine) + sum(v is None for v in mine_f[SCREEN:])
+    if _all_close_f(mine_f, p.ref_f) and _all_close(mine, p.ref_vals):
+        err = max(_rel_err(a, b) for a, b in zip(mine, p.ref_vals, strict=False))
+        evidence = (f"numeric: {N_POINTS} random points (in double precision; {SCREEN} of them at {DPS} digits, max "
+                    f"rel. error {MP.nstr(err, 2)})")
+        res = _result(qid, "correct", "Correct.", evidence, answer=shown)
+        if on_partial is not None:
+            on_partial(res)
+        if _symbolic_confirmation(p, expr):
+            res["evidence"] = evidence + "; symbolic: the difference cancels to 0"
+        return res
+
+    def named(cand: Candidate) -> dict[str, Any]:
+        feedback = cand.hint
+        details: dict[str, Any] = {"known": cand.known}
+        if p.linear:
+            _, verdicts = _linear_feedback(p, expr)
+            details["coefficients"] = verdicts
+            feedback += _coefficient_summary(verdicts)
+        return _result(qid, "known_mistake", feedback, f"numeric: equals the mistake `{cand.tag}` at {N_POINTS} "
+                       f"points ({SCREEN} at {DPS} digits)", mistake=cand.tag, answer=shown, details=details)
+
+    # Wrong: does it match a known or an automatic mistake of the reference?
     for case in p.cases:
-        if _all_close(mine[:SCREEN], case.screen):
-            full = p.case_full(case)
-            if len(mine) < N_POINTS:
-                mine += [_eval(fn, env) for env in p.points[len(mine):]]
-            if _all_close(mine, full):
-                feedback = case.cand.hint
-                details: dict[str, Any] = {"known": case.cand.known}
-                if p.linear:
-                    _, verdicts = _linear_feedback(p, fn)
-                    details["coefficients"] = verdicts
-                    feedback += _coefficient_summary(verdicts)
-                return _result(qid, "known_mistake", feedback,
-                               f"numeric: equals the mistake `{case.cand.tag}` at {N_POINTS} points",
-                               mistake=case.cand.tag, answer=shown, details=details)
+        if _all_close(mine, case.screen) and _all_close_f(mine_f, case.fvals):
+            return named(case.cand)
+    # ... or is it one change away from the reference in the learner's own form?
+    if not n_bad:
+        cand = diagnose(p, p.ref, p.ref_f, expr, mine_f, deadline=time.monotonic() + DIAGNOSE_BUDGET, forward=False)
+        if cand is not None:
+            return named(cand)
 
     # Plain incorrect: say as much as we can.
     parts = ["Not equivalent to the expected answer."]
@@ -508,7 +670,7 @@ def check_answer(question_id: str, text: str, *, source: str = "text",
     if ratio:
         parts.append(ratio)
     if p.linear:
-        lin, verdicts = _linear_feedback(p, fn)
+        lin, verdicts = _linear_feedback(p, expr)
         if lin:
             parts.append(lin)
         details["coefficients"] = verdicts
@@ -517,4 +679,154 @@ def check_answer(question_id: str, text: str, *, source: str = "text",
     n_diff = sum(not _close(a, b) for a, b in zip(mine[:SCREEN], p.ref_vals, strict=False))
     return _result(qid, "incorrect", " ".join(x for x in parts if x),
                    f"numeric: differs from the reference at {n_diff} of {SCREEN} points", answer=shown,
+                   details=details)
+
+
+def _parse_one(p: Prepared, text: str, source: str) -> tuple[sp.Expr, Callable, str] | str:
+    """(expression, compiled function, printed form), or the learner's error message."""
+    try:
+        expr = p.parse(text, source)
+    except ParseError as err:
+        return str(err)
+    try:
+        fn = compile_expr(expr)
+    except EvalError as err:
+        return str(err)
+    return expr, fn, sp.sstr(expr, order="none")  # "none": skips SymPy's term sorting, the costly part of printing
+
+
+def _front_parts(p: Prepared, text: str) -> list[str] | str:
+    """The answer split at ``=`` after the LaTeX/Unicode front ends, its leading ``name =`` dropped; or an error."""
+    try:
+        front = notation.front(text)
+    except notation.NotationError as err:
+        return str(err)
+    except RecursionError:
+        return "the expression is too deeply nested"
+    if "=" not in front:
+        return [front]
+    parts = notation.split_chain(front)
+    if len(parts) > 1 and p.is_lhs(parts[0]):
+        parts = parts[1:]
+    return parts
+
+
+def check_answer(question_id: str, text: str, *, source: str = "text",
+                 on_partial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Check ``text`` against question ``question_id``; returns the fields of a ``CheckResult`` as a dict.
+
+    ``source`` is ``"text"`` for typed answers or ``"sympy"`` for the printed form of a SymPy expression (which may
+    also use ``E`` and be longer). ``on_partial`` receives the numeric verdict of a correct answer before the
+    (optional) symbolic confirmation, so the caller can still report it if the confirmation runs out of time.
+    A leading ``name =`` naming the asked quantity is dropped; any further ``=`` makes the answer a derivation,
+    checked by :func:`check_chain`.
+    """
+    p = prepared(question_id)
+    parts = _front_parts(p, text) if source == "text" else [text]
+    if isinstance(parts, str):
+        return _result(question_id, "invalid", _invalid_feedback(p, parts), "parser", answer=text)
+    if len(parts) > 1:
+        return check_chain(question_id, parts, source=source)
+    parsed = _parse_one(p, parts[0], source)
+    if isinstance(parsed, str):
+        return _result(question_id, "invalid", _invalid_feedback(p, parsed), "parser", answer=text)
+    expr, fn, shown = parsed
+    return _single(p, expr, fn, shown, on_partial)
+
+
+def _step_change_hint(cand: Candidate, k: int) -> str:
+    """'Step 2 -> 3: ...' wording for a change found between two steps."""
+    if cand.swap is not None:
+        typed, meant = cand.swap
+        a, b = catalogue.VOCAB[typed].shown, catalogue.VOCAB[meant].shown
+        return (f"step {k} \u2192 {k + 1} replaced `{meant}` by `{typed}` at one place: it is valid only if "
+                f"{a} = {b}.")
+    hint = cand.hint[0].lower() + cand.hint[1:]
+    return f"step {k} \u2192 {k + 1}: {hint}"
+
+
+def check_chain(question_id: str, steps: list[str], *, source: str = "text") -> dict[str, Any]:
+    """Check a derivation ``steps[0] = steps[1] = ...`` of question ``question_id``.
+
+    Every step must equal the one before under the question's definitions (alpha_bar_t = alpha_bar_prev * alpha_t,
+    ...), and the last must equal the reference; since all steps are the same quantity, the first step that differs
+    from the reference is where the chain breaks. The verdict names it and, where one change explains it, what changed
+    ("step 3 -> 4: a square root seems to be missing (look at the part with `alpha_bar_t`)", "... valid only if
+    ᾱ_t = α_t"). ``details["steps"]`` has one status per step: ``valid``, ``broken``, or ``not checked``.
+    """
+    p = prepared(question_id)
+    q = p.q
+    texts: list[str] = []
+    for step in steps:
+        sub = _front_parts(p, step) if source == "text" else [step]
+        if isinstance(sub, str):
+            return _result(q.id, "invalid", _invalid_feedback(p, f"step {len(texts) + 1}: {sub}"), "parser",
+                           answer=step)
+        texts += sub
+    if len(texts) > MAX_STEPS:
+        return _result(q.id, "invalid", _invalid_feedback(p, f"at most {MAX_STEPS} steps, got {len(texts)}"),
+                       "input size")
+    if len(texts) < q.min_steps:
+        start = f", starting from `{q.start}`" if q.start else ""
+        return _result(q.id, "invalid", f"Show the derivation: at least {q.min_steps} steps joined by `=`{start}.",
+                       "too few steps")
+    parsed = []
+    for k, text in enumerate(texts, 1):
+        if not text.strip():
+            return _result(q.id, "invalid", _invalid_feedback(p, f"step {k} is empty (two `=` in a row?)"),
+                           "parser")
+        one = _parse_one(p, text, source)
+        if isinstance(one, str):
+            return _result(q.id, "invalid", _invalid_feedback(p, f"step {k} (`{text.strip()[:60]}`): {one}"),
+                           "parser", answer=text)
+        parsed.append(one)
+    fvals = [p.float_values(expr) for expr, _, _ in parsed]
+    vals = [_values(p, fn, SCREEN) for _, fn, _ in parsed]
+    shown = " = ".join(sh for _, _, sh in parsed)
+    n = len(parsed)
+    ok = [_all_close_f(f, p.ref_f) and _all_close(v, p.ref_vals) for f, v in zip(fvals, vals, strict=True)]
+    statuses = ["valid"] * n
+    if all(ok):
+        evidence = (f"numeric: each of {n} steps equals the reference at {N_POINTS} random points (double precision; "
+                    f"{SCREEN} of them at {DPS} digits)")
+        what = "the answer" if n == 1 else f"all {n} steps are equal, each to the one before, and to the asked quantity"
+        return _result(q.id, "correct", f"Correct: {what}.", evidence, answer=shown,
+                       details={"steps": statuses, "broken": None})
+    k = ok.index(False)  # 0-based index of the first step that is not the asked quantity
+    statuses = ["valid"] * k + ["broken"] + ["not checked"] * (n - k - 1)
+    details = {"steps": statuses, "broken": k + 1}
+    deadline = time.monotonic() + DIAGNOSE_BUDGET
+    if k == 0:
+        single = _single(p, parsed[0][0], parsed[0][1], parsed[0][2], None)
+        lead = "Step 1 is not the asked quantity" if n > 1 else "Not the asked quantity"
+        fb = f"{lead}: {single['feedback'][0].lower()}{single['feedback'][1:]}"
+        return _result(q.id, single["status"], fb, single["evidence"], mistake=single["mistake"], answer=shown,
+                       details={**details, **single["details"]})
+    later = [i + 1 for i in range(k + 1, n) if ok[i]]
+    tail = (f" (Step {later[0]} is right again: the error was undone later, but the chain is broken at step {k + 1}.)"
+            if later else "")
+    prev_expr, cur_expr = parsed[k - 1][0], parsed[k][0]
+    # What changed between the two steps: a one-place symbol swap ("valid only if ...") is the most specific answer;
+    # next, the broken step being one of the question's own known mistakes; then any other single change.
+    change = diagnose(p, prev_expr, fvals[k - 1], cur_expr, fvals[k], deadline=deadline)
+    known = next((c.cand for c in p.cases if c.cand.known and _all_close(vals[k], c.screen)
+                  and _all_close_f(fvals[k], c.fvals)), None)
+    cand = change if change is not None and (change.swap is not None or known is None) else known
+    valid = f"Steps 1-{k} are right." if k > 1 else "Step 1 is right."
+    if cand is not None:
+        fb = f"{valid} {_step_change_hint(cand, k)[0].upper()}{_step_change_hint(cand, k)[1:]}{tail}"
+        return _result(q.id, "known_mistake", fb, f"numeric: step {k + 1} equals step {k} with the change "
+                       f"`{cand.tag}` at {N_POINTS} points", mistake=cand.tag, answer=shown, details=details)
+    i = next((j for j, (a, b) in enumerate(zip(vals[k - 1], vals[k], strict=True)) if not _close(a, b)), None)
+    if i is None:  # the 30-digit points agree, the float screen does not: show a float point
+        i = next(j for j, (a, b) in enumerate(zip(fvals[k - 1], fvals[k], strict=True)) if not _close_f(a, b))
+        a_v, b_v = fvals[k - 1][i], fvals[k][i]
+        shown_a, shown_b = ("undefined" if v is None else f"{v:.4g}" for v in (a_v, b_v))
+    else:
+        shown_a, shown_b = _fmt(vals[k - 1][i]), _fmt(vals[k][i])
+    env = p.points[i]
+    at = ", ".join(f"{n_}={_fmt(env[n_], 3)}" for n_ in q.free)
+    fb = (f"{valid} Step {k + 1} does not equal step {k}: e.g. at {at}, step {k} gives {shown_a}, "
+          f"step {k + 1} gives {shown_b}.{tail}")
+    return _result(q.id, "incorrect", fb, f"numeric: step {k + 1} differs from step {k}", answer=shown,
                    details=details)

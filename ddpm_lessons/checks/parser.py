@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 
 import sympy as sp
 
+from . import notation
+
 __all__ = ["ParseError", "parse", "FUNCTIONS", "MAX_LENGTH", "MAX_NODES", "MAX_DEPTH", "MAX_EXPONENT"]
 
 MAX_LENGTH = 1000  # characters of typed text (a posterior mean in full is ~120)
@@ -36,20 +38,12 @@ FUNCTIONS: dict[str, object] = {
     "ln": sp.log,
     "abs": sp.Abs,
     "Abs": sp.Abs,
+    "sin": sp.sin,
+    "cos": sp.cos,
 }
 
-# Unicode a learner may paste from the notes -> ASCII the grammar knows.
-_UNICODE = [
-    ("\u2212", "-"), ("\u2013", "-"), ("\u00d7", "*"), ("\u00b7", "*"), ("\u22c5", "*"), ("\u2217", "*"),
-    ("\u00f7", "/"), ("\u00b2", "**2"), ("\u00b3", "**3"), ("\u221a", "sqrt"),
-    ("\u1fb1", "alpha_bar"), ("\u0101", "alpha_bar"), ("\u03b1\u0304", "alpha_bar"),
-    ("\u03b1", "alpha"), ("\u03b2\u0303", "beta_tilde"), ("\u03b2", "beta"), ("\u03b5", "eps"), ("\u03f5", "eps"),
-    ("\u03c3", "sigma"), ("\u03b7", "eta"), ("\u03bc", "mu"), ("\u03c0", "pi"), ("\u2080", "_0"), ("\u209c", "_t"),
-]
 _ALLOWED_CHARS = re.compile(r"[A-Za-z0-9_+\-*/().,\s]*")
 _FORBIDDEN_HINTS = [
-    ("\\", "LaTeX is not accepted; type plain names such as `alpha_bar_t` and `sqrt(...)`"),
-    ("$", "`$` is not allowed; type plain text, not LaTeX"),
     ("=", "write only the expression (the right-hand side), without `=`"),
     ("[", "square brackets are not allowed; use parentheses `( )`"),
     ("]", "square brackets are not allowed; use parentheses `( )`"),
@@ -91,20 +85,13 @@ _LIKELY = {
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "mu", "nu", "xi",
           "rho", "sigma", "tau", "phi", "chi", "psi", "omega"}
 _KNOWN_FUNCTION_WORDS = {
-    "sin", "cos", "tan", "tanh", "sinh", "cosh", "log10", "log2", "pow", "max", "min", "sum", "prod", "erf",
+    "tan", "tanh", "sinh", "cosh", "log10", "log2", "pow", "max", "min", "sum", "prod", "erf",
     "gamma", "Gamma", "factorial", "floor", "ceil", "sign", "round", "int", "float",
 }
 
 
 class ParseError(ValueError):
     """The text is not a valid answer; ``str(err)`` is a message for the learner."""
-
-
-def _normalise(text: str) -> str:
-    for src, dst in _UNICODE:
-        text = text.replace(src, dst)
-    text = text.replace("^", "**")
-    return text
 
 
 def _screen_characters(text: str) -> None:
@@ -118,21 +105,7 @@ def _screen_characters(text: str) -> None:
 
 
 def _syntax_hint(text: str) -> str:
-    """A message for text Python's grammar rejects, guessing the usual culprits."""
-    if re.search(r"\d\s*[A-Za-z_(]", text) and not re.search(r"\d[eE][+-]?\d", text):
-        m = re.search(r"(\d+(?:\.\d*)?)\s*([A-Za-z_(][A-Za-z_0-9]*)", text)
-        example = f" (write `{m.group(1)}*{m.group(2)}`)" if m else ""
-        return f"use `*` for multiplication{example}"
-    m = re.search(r"([A-Za-z_0-9]+|\))\s+([A-Za-z_(][A-Za-z_0-9]*)", text)
-    if m and m.group(2) not in ("and", "or", "if", "else", "for", "in", "not", "is", "lambda"):
-        left, right = m.group(1), m.group(2)
-        if left in FUNCTIONS:
-            return f"functions need parentheses: write `{left}({right})`"
-        if left == ")":
-            return f"use `*` for multiplication (write `(...)*{right}`)"
-        return f"use `*` for multiplication (write `{left}*{right}`)"
-    if re.search(r"\)\s*\(", text):
-        return "use `*` for multiplication: `(a)(b)` must be written `(a)*(b)`"
+    """A message for text Python's grammar rejects, guessing the usual culprits (every example is valid input)."""
     if re.search(r"\*\*\*|//", text):
         return "`//` and `***` are not operators here: use `/` for division and `^` or `**` for powers"
     depth = 0
@@ -145,6 +118,10 @@ def _syntax_hint(text: str) -> str:
         return f"unbalanced parentheses: {depth} `(` not closed"
     if re.search(r"[+\-*/]\s*$", text):
         return "the expression ends with an operator"
+    if re.search(r"^\s*[*/^]", text):
+        return "the expression starts with an operator"
+    if re.search(r"[+\-*/]\s*[*/)]", text) or re.search(r"\(\s*[*/]", text):
+        return "two operators in a row, or an operator with nothing after it"
     return "this is not a valid arithmetic expression"
 
 
@@ -208,6 +185,8 @@ class _Builder:
             return self.constants[ident]
         if ident.startswith("_"):
             raise ParseError(f"`{ident}`: names starting with `_` are not allowed")
+        if ident == "noise" and "eps" in self.names and "z" in self.names:
+            raise ParseError("`noise` is ambiguous here: type `eps` for the predicted noise or `z` for the fresh noise")
         if ident in FUNCTIONS:
             raise ParseError(f"`{ident}` is a function: write `{ident}(...)`")
         if ident in ("e", "E") and ident not in self.names:
@@ -358,8 +337,12 @@ class _Builder:
 
 def parse(text: str, names: Mapping[str, sp.Symbol], *, aliases: Mapping[str, str] | None = None,
           elsewhere: Iterable[str] = (), constants: Mapping[str, sp.Expr] | None = None,
-          max_length: int = MAX_LENGTH) -> sp.Expr:
+          max_length: int = MAX_LENGTH, ddim: bool = False) -> sp.Expr:
     """Parse learner ``text`` into a SymPy expression over the symbols in ``names``.
+
+    The text may be plain (``sqrt(alpha_bar_t)*x_0``), paper ASCII (``sqrt(abar_t) x_0``, ``alpha_bar_{t-1}``),
+    Unicode (``√ᾱ_t x₀``) or LaTeX (``\\sqrt{\\bar\\alpha_t}\\,x_0``): :mod:`.notation` rewrites it into the plain
+    syntax first, as text; nothing is evaluated.
 
     Args:
         text: the typed answer; ``^`` and ``**`` both mean power.
@@ -367,7 +350,8 @@ def parse(text: str, names: Mapping[str, sp.Symbol], *, aliases: Mapping[str, st
         aliases: alternative spellings -> canonical name (ignored when the target is not in ``names``).
         elsewhere: names that exist in the course but not in this question ("`beta_t` is not defined here").
         constants: extra constants by name, e.g. ``{"pi": sympy.pi}``.
-        max_length: cap on ``len(text)``.
+        max_length: cap on ``len(text)`` (checked before anything else).
+        ddim: read DDIM's own convention (α_t for ᾱ_t) when the answer uses it alone.
 
     Raises:
         ParseError: with a message for the learner, for anything that is not a valid answer.
@@ -376,14 +360,24 @@ def parse(text: str, names: Mapping[str, sp.Symbol], *, aliases: Mapping[str, st
         raise ParseError(f"expected text, got {type(text).__name__}")
     if len(text) > max_length:
         raise ParseError(f"answer too long ({len(text)} characters; at most {max_length})")
-    text = _normalise(text).strip()
+    consts = constants if constants is not None else {"pi": sp.pi}
+    try:
+        text = notation.front(text)
+        if "=" in text:
+            raise ParseError("write only the expression (the right-hand side), without `=`")
+        resolve = notation.make_resolver(names, aliases or {}, extra=consts)
+        text = notation.to_plain(text, resolve, ddim=ddim, known_functions=FUNCTIONS).strip()
+    except notation.NotationError as err:
+        raise ParseError(str(err)) from None
+    except RecursionError:
+        raise ParseError("the expression is too deeply nested") from None
     if not text:
         raise ParseError("empty answer")
     _screen_characters(text)
-    if re.search(r"(?<![A-Za-z_0-9])(lambda|import|for|while|def|class|yield|await|exec|eval)(?![A-Za-z_0-9])", text):
-        kw = re.search(r"(?<![A-Za-z_0-9])(lambda|import|for|while|def|class|yield|await|exec|eval)(?![A-Za-z_0-9])",
-                       text).group(1)
-        raise ParseError(f"`{kw}` is not allowed: type an arithmetic expression")
+    kw = re.search(r"(?<![A-Za-z_0-9])(lambda|import|for|while|def|class|yield|await|exec|eval)(?![A-Za-z_0-9])",
+                   text)
+    if kw:
+        raise ParseError(f"`{kw.group(1)}` is not allowed: type an arithmetic expression")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as err:
@@ -397,7 +391,7 @@ def parse(text: str, names: Mapping[str, sp.Symbol], *, aliases: Mapping[str, st
         raise ParseError(f"the expression is too long (more than {MAX_NODES} parts)")
     if depth > MAX_DEPTH:
         raise ParseError(f"the expression is too deeply nested (more than {MAX_DEPTH} levels)")
-    builder = _Builder(names, aliases or {}, elsewhere, constants if constants is not None else {"pi": sp.pi})
+    builder = _Builder(names, aliases or {}, elsewhere, consts)
     try:
         return builder.build(tree)
     except RecursionError:

@@ -5,7 +5,8 @@ let a pathological ``simplify`` run past 8 s here), so every check runs in a sep
 The process is started lazily on the first check (``python -m ddpm_lessons.checks.worker``; ~0.5 s), kept for the
 whole session (a typical check then costs a few ms plus ~0.2 ms of pipe traffic) and replaced after a kill.
 
-Protocol: one JSON object per line. The parent writes ``{"id", "qid", "answer", "source"}`` to the worker's stdin;
+Protocol: one JSON object per line. The parent writes ``{"id", "qid", "answer", "source", "steps"}`` to the worker's
+stdin (``steps``: a list for a derivation chain, else null);
 the worker answers ``{"id", "phase": "partial"|"final", "result"}`` on its original stdout (stray prints from
 libraries go to stderr). A correct answer's numeric verdict arrives as ``partial`` before the optional symbolic
 confirmation, so the parent can still report it when the confirmation runs out of time.
@@ -71,9 +72,14 @@ def serve() -> None:
             rid = req["id"]
         except (ValueError, KeyError, TypeError):
             continue
+        cpu0 = time.process_time()
         try:
-            res = engine.check_answer(req["qid"], req["answer"], source=req.get("source", "text"),
-                                      on_partial=lambda r, rid=rid: send({"id": rid, "phase": "partial", "result": r}))
+            if req.get("steps") is not None:
+                res = engine.check_chain(req["qid"], [str(x) for x in req["steps"]], source=req.get("source", "text"))
+            else:
+                res = engine.check_answer(req["qid"], req["answer"], source=req.get("source", "text"),
+                                          on_partial=lambda r, rid=rid: send({"id": rid, "phase": "partial",
+                                                                              "result": r}))
         except MemoryError:
             send({"id": rid, "phase": "final", "restart": True, "result": dict(
                 _timeout_result(req.get("qid", ""), req.get("answer", ""), 0),
@@ -85,6 +91,8 @@ def serve() -> None:
                    "details": {}, "evidence": "internal error",
                    "feedback": f"The checker could not evaluate this answer (internal error: {type(err).__name__}: "
                                f"{err}). Please report it."}
+        if isinstance(res.get("details"), dict):
+            res["details"]["cpu_ms"] = round(1e3 * (time.process_time() - cpu0), 3)  # the worker's own CPU time
         send({"id": rid, "phase": "final", "result": res})
 
 
@@ -198,8 +206,10 @@ class Client:
                 self._pending = None
                 self.restarts += 1
 
-    def request(self, qid: str, answer: str, source: str, timeout: float) -> dict[str, Any] | None:
-        """Run one check in the worker. None when no worker is available (the caller falls back)."""
+    def request(self, qid: str, answer: str, source: str, timeout: float,
+                steps: list[str] | None = None) -> dict[str, Any] | None:
+        """Run one check (or, with ``steps``, one derivation chain) in the worker. None when no worker is available
+        (the caller falls back)."""
         with self._lock:
             if self._pending is not None and self._proc is not None:
                 self._drain()
@@ -208,13 +218,15 @@ class Client:
             self._next_id += 1
             rid = self._next_id
             try:
-                self._proc.stdin.write(json.dumps({"id": rid, "qid": qid, "answer": answer, "source": source}) + "\n")
+                self._proc.stdin.write(json.dumps({"id": rid, "qid": qid, "answer": answer, "source": source,
+                                                "steps": steps}) + "\n")
                 self._proc.stdin.flush()
             except (OSError, ValueError):
                 self._kill()
                 if not self._ensure(wait=True):
                     return None
-                self._proc.stdin.write(json.dumps({"id": rid, "qid": qid, "answer": answer, "source": source}) + "\n")
+                self._proc.stdin.write(json.dumps({"id": rid, "qid": qid, "answer": answer, "source": source,
+                                                "steps": steps}) + "\n")
                 self._proc.stdin.flush()
             deadline = time.monotonic() + timeout
             partial: dict[str, Any] | None = None

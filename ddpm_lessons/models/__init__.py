@@ -1,9 +1,11 @@
-"""Denoising networks: the sinusoidal time embedding, a residual MLP for 2-D data and the [DDPM] U-Net.
+"""Denoising networks: embeddings (time; class with a null label), a residual MLP for 2-D data, the [DDPM] U-Net,
+and :mod:`~ddpm_lessons.models.protocol`, the model-call contract every denoiser follows and every caller reads.
 
-Every model follows one protocol: ``model(xt, t, cond=None)`` returns the prediction named by ``model.objective``
-("eps", "x0" or "v") with the shape of xt (twice the channels when ``model.learn_sigma``); t is a (B,) tensor of
-paper time steps 1..T; cond is None or (B,) class ids, where ``model.null_label`` (== ``model.num_classes``) also
-means "unconditional". Each model keeps the keyword arguments that rebuild it in ``model.config``.
+In short (the full statement is in ``protocol``): ``model(xt, t, cond=None)`` returns the prediction named by
+``model.objective`` ("eps", "x0" or "v") with the shape of xt (twice the channels when ``model.learn_sigma``); t is
+a (B,) tensor of paper time steps 1..T; cond is None or (B,) class ids, where ``model.null_label``
+(== ``model.num_classes``) also means "unconditional". Each model keeps the keyword arguments that rebuild it in
+``model.config``; :func:`model_spec` / :func:`build_model` turn that into a plain description and back.
 
 References:
     [DDPM] Ho, Jain, Abbeel 2020, arXiv:2006.11239
@@ -16,11 +18,13 @@ from typing import Any
 
 from torch import nn
 
-from ddpm_lessons.models.embeddings import SinusoidalEmbedding, sinusoidal_embedding
+from ddpm_lessons.models import protocol
+from ddpm_lessons.models.embeddings import ClassEmbedding, SinusoidalEmbedding, sinusoidal_embedding
 from ddpm_lessons.models.mlp import MLPDenoiser, mixture_mlp
 from ddpm_lessons.models.unet import UNet, ddpm_cifar10, digits_unet
 
 __all__ = [
+    "ClassEmbedding",
     "MLPDenoiser",
     "SinusoidalEmbedding",
     "UNet",
@@ -30,6 +34,7 @@ __all__ = [
     "digits_unet",
     "mixture_mlp",
     "model_spec",
+    "protocol",
     "sinusoidal_embedding",
 ]
 

@@ -24,11 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm_lessons.models.embeddings import sinusoidal_embedding
+from ddpm_lessons.models import protocol
+from ddpm_lessons.models.embeddings import ClassEmbedding, add_class_embedding, sinusoidal_embedding
 
 __all__ = ["MLPDenoiser", "mixture_mlp"]
-
-OBJECTIVES = ("eps", "x0", "v")
 
 
 class _Block(nn.Module):
@@ -75,26 +74,19 @@ class MLPDenoiser(nn.Module):
             raise ValueError(f"hidden and num_blocks must be >= 1, got {hidden}, {num_blocks}")
         if emb_dim < 4 or emb_dim % 2:
             raise ValueError(f"emb_dim must be an even integer >= 4, got {emb_dim}")
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.config: dict[str, Any] = dict(dim=dim, hidden=hidden, num_blocks=num_blocks, emb_dim=emb_dim,
                                            num_classes=num_classes, learn_sigma=learn_sigma, objective=objective,
                                            dropout=dropout, norm=norm)
+        protocol.declare(self, objective, learn_sigma, num_classes)  # objective, learn_sigma, num_classes, null_label
         self.dim = dim
         self.emb_dim = emb_dim
-        self.objective = objective
-        self.learn_sigma = bool(learn_sigma)
-        self.num_classes = int(num_classes)
-        self.null_label: int | None = self.num_classes if self.num_classes > 0 else None
         self.out_dim = dim * (2 if learn_sigma else 1)
 
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # [CFG]: row num_classes is the learned null ("unconditional") embedding.
-        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+        self.class_emb = ClassEmbedding(num_classes, emb_dim) if num_classes > 0 else None
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList([_Block(hidden, emb_dim, dropout, norm) for _ in range(num_blocks)])
         self.out = nn.Linear(hidden, self.out_dim)
@@ -107,14 +99,8 @@ class MLPDenoiser(nn.Module):
             raise ValueError(f"xt must have shape (B, {self.dim}), got {tuple(xt.shape)}")
         if t.ndim == 0:
             t = t.expand(xt.shape[0])
-        emb = self.time_mlp(sinusoidal_embedding(t, self.emb_dim))  # (B, E)
-        if self.class_emb is not None:
-            if cond is None:
-                cond = torch.full_like(t, self.num_classes, dtype=torch.long)
-            emb = emb + self.class_emb(cond)
-        elif cond is not None:
-            raise ValueError("cond was given but the model is unconditional (num_classes=0)")
-        emb = F.silu(emb)
+        emb = self.time_mlp(sinusoidal_embedding(t, self.emb_dim, dtype=xt.dtype))  # (B, E)
+        emb = F.silu(add_class_embedding(emb, self.class_emb, cond))
         h = self.inp(xt)  # (B, hidden)
         for blk in self.blocks:
             h = blk(h, emb)

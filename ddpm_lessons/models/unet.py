@@ -40,11 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm_lessons.models.embeddings import sinusoidal_embedding
+from ddpm_lessons.models import protocol
+from ddpm_lessons.models.embeddings import ClassEmbedding, add_class_embedding, sinusoidal_embedding
 
 __all__ = ["UNet", "ResBlock", "AttnBlock", "ddpm_cifar10", "digits_unet"]
-
-OBJECTIVES = ("eps", "x0", "v")
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -191,10 +190,6 @@ class UNet(nn.Module):
                 f"image_size must be a positive multiple of 2**(len(ch_mult)-1) = {2 ** (len(ch_mult) - 1)}, "
                 f"got {image_size}"
             )
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         widths = {ch * m for m in ch_mult} | {ch}
         if any(w % num_groups for w in widths):
             raise ValueError(f"num_groups must divide every width {sorted(widths)}, got {num_groups}")
@@ -206,19 +201,16 @@ class UNet(nn.Module):
             learn_sigma=learn_sigma, objective=objective, num_heads=num_heads, num_groups=num_groups,
             mid_attn=mid_attn, scale_shift=scale_shift,
         )
+        protocol.declare(self, objective, learn_sigma, num_classes)  # objective, learn_sigma, num_classes, null_label
         self.in_channels = in_channels
         self.image_size = image_size
-        self.objective = objective
-        self.learn_sigma = bool(learn_sigma)
-        self.num_classes = int(num_classes)
-        self.null_label: int | None = self.num_classes if self.num_classes > 0 else None
         self.ch = ch
         emb_dim = 4 * ch
 
         # [DDPM] App. B: sinusoidal embedding of t -> Dense -> SiLU -> Dense, shared by every residual block.
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # [CFG] Sec. 3.2: one extra row, null_label = num_classes, is the learned unconditional embedding.
-        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+        self.class_emb = ClassEmbedding(num_classes, emb_dim) if num_classes > 0 else None
 
         def block(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, dropout, num_groups, scale_shift)
@@ -259,16 +251,9 @@ class UNet(nn.Module):
         self.out_channels = in_channels * (2 if learn_sigma else 1)
         self.conv_out = _zero(nn.Conv2d(cur, self.out_channels, 3, padding=1))
 
-    def embed(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Time (+ class) embedding, (B,) and (B,) | None -> (B, 4 ch)."""
-        emb = self.time_mlp(sinusoidal_embedding(t, self.ch))
-        if self.class_emb is not None:
-            if cond is None:  # unconditional: the learned null row for every sample
-                cond = torch.full_like(t, self.num_classes, dtype=torch.long)
-            emb = emb + self.class_emb(cond)
-        elif cond is not None:
-            raise ValueError("cond was given but the model is unconditional (num_classes=0)")
-        return emb
+    def embed(self, t: torch.Tensor, cond: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Time (+ class) embedding, (B,) and (B,) | None -> (B, 4 ch), the sinusoid computed in ``dtype``."""
+        return add_class_embedding(self.time_mlp(sinusoidal_embedding(t, self.ch, dtype=dtype)), self.class_emb, cond)
 
     def forward(self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Predict ``objective`` (and the variance interpolation when ``learn_sigma``).
@@ -285,7 +270,7 @@ class UNet(nn.Module):
                              f"got {tuple(xt.shape[-2:])}")
         if t.ndim == 0:
             t = t.expand(xt.shape[0])
-        emb = F.silu(self.embed(t, cond))  # the blocks' projections see SiLU(emb), as in the reference code
+        emb = F.silu(self.embed(t, cond, xt.dtype))  # the blocks' projections see SiLU(emb), as in the reference code
         h = self.conv_in(xt)
         hs = [h]
         for layer in self.down:
