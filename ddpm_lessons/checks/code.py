@@ -632,7 +632,11 @@ def check_function(exercise_id: str, fn: Callable[..., Any], *, timeout: float |
 # ------------------------------------------------------------------------------------------------------------------
 # Capstone: the learner's loss and sampler step in the package's training and sampling loops
 # ------------------------------------------------------------------------------------------------------------------
-CAPSTONE_BAR = 1.5  # mean SW-2 / floor over the evaluation seeds must be <= this (see capstone())
+# Mean SW-2 / floor over the evaluation seeds must be <= this (see capstone()). Measured 2026-12-01 on 2 idle cores
+# with the package's own loss and step (σ² = β on the 200-step respaced chain): 1.36 ± 0.11 (seeds 1.66, 1.02, 1.47,
+# 1.41, 1.22; 4000 steps trained in 16.8 s); the same network sampled with α_t in place of ᾱ_t in the ε
+# coefficient: 2.50 ± 0.10. 1.8 sits 4 standard errors above the first and 7 below the second.
+CAPSTONE_BAR = 1.8
 
 
 @dataclass(frozen=True)
@@ -662,7 +666,7 @@ class CapstoneResult:
 
 
 def capstone(training_loss: Callable[..., torch.Tensor] | None = None, ddpm_step: Callable[..., torch.Tensor] | None
-             = None, *, steps: int = 4000, max_seconds: float | None = 60.0, sample_steps: int = 200,
+             = None, *, steps: int = 4000, max_seconds: float | None = 600.0, sample_steps: int = 200,
              seeds: int = 5, n: int = 2000, threads: int | None = 2, seed: int = 0, progress: bool = False,
              bar: float = CAPSTONE_BAR, model: torch.nn.Module | None = None) -> CapstoneResult:
     """Train the 2-D mixture (``train.pretrained("mixture_8")``'s data, network and optimiser settings) with the
@@ -673,9 +677,9 @@ def capstone(training_loss: Callable[..., torch.Tensor] | None = None, ddpm_step
     seeds of ``n`` points each.
 
     ``None`` for either function uses the package's own (``losses.training_losses`` / ``samplers.ddpm_step`` with
-    ``var_type="beta"``): that is how :data:`CAPSTONE_BAR` was set. Training runs ``steps`` steps (the mixture
-    preset's 4000, ~14 s on 2 idle cores, issue #4's ≤ 20 s budget), stopped early after ``max_seconds`` (a
-    guard against a very slow loss). Run it on purpose (about a minute on 2 idle cores); it is not part of a
+    ``var_type="beta"``): :data:`CAPSTONE_BAR` was set from their measured score. Training runs ``steps`` steps (the mixture
+    preset's 4000, ~14 s on 2 idle cores, issue #4's ≤ 20 s budget), stopped early after ``max_seconds`` (600 s: a
+    guard against a very slow loss, loose enough that a loaded machine still trains all steps; a cut run says so). Run it on purpose (about a minute on 2 idle cores); it is not part of a
     notebook's timed run. ``threads`` sets torch's intra-op threads for the run (restored afterwards).
     ``model``: a network trained by an earlier call (``result.model``): skips training, to retry a sampler step.
     """
