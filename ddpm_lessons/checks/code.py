@@ -677,9 +677,10 @@ def capstone(training_loss: Callable[..., torch.Tensor] | None = None, ddpm_step
     seeds of ``n`` points each.
 
     ``None`` for either function uses the package's own (``losses.training_losses`` / ``samplers.ddpm_step`` with
-    ``var_type="beta"``): :data:`CAPSTONE_BAR` was set from their measured score. Training runs ``steps`` steps (the mixture
-    preset's 4000, ~14 s on 2 idle cores, issue #4's ≤ 20 s budget), stopped early after ``max_seconds`` (600 s: a
-    guard against a very slow loss, loose enough that a loaded machine still trains all steps; a cut run says so). Run it on purpose (about a minute on 2 idle cores); it is not part of a
+    ``var_type="beta"``): :data:`CAPSTONE_BAR` was set from their measured score. Training runs ``steps`` steps
+    (the mixture preset's 4000, 16.8 s on 2 idle cores, issue #4's <= 20 s budget), stopped early after
+    ``max_seconds`` (600 s: a guard against a very slow loss, loose enough that a loaded machine still trains every
+    step; a cut run says so). Run it on purpose (under a minute on 2 idle cores); it is not part of a
     notebook's timed run. ``threads`` sets torch's intra-op threads for the run (restored afterwards).
     ``model``: a network trained by an earlier call (``result.model``): skips training, to retry a sampler step.
     """
