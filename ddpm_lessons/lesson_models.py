@@ -136,6 +136,8 @@ def load(model_id: str, device: str | torch.device = "cpu"):
         model = build_model(c["model_spec"])
     model.load_state_dict(state, strict=True)
     model = model.to(device).eval().requires_grad_(False)
+    if c["train_config"].get("channels_last") and any(p.ndim == 4 for p in model.parameters()):
+        model = model.to(memory_format=torch.channels_last)  # as it was trained: ~20% faster convolutions on a CPU
     args = dict(SHIPPED[model_id])
     sched = presets.resolve(args.pop("name"), profile="cpu", **args).sched  # the schedule the code builds for it
     if canonical(sched) != c["schedule"]["canonical"]:

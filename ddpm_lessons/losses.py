@@ -305,7 +305,7 @@ def bits_per_dim(model: torch.nn.Module, sched: Schedule, x0: torch.Tensor, cond
     terms = torch.zeros(x0.shape[0], len(ts), dtype=torch.float64)
     with protocol.eval_mode(model):
         for j, t_val in enumerate(ts.tolist()):
-            t = torch.full((x0.shape[0],), t_val, dtype=torch.long, device=x0.device)
+            t = protocol.shared_t(t_val, x0.shape[0], x0.device)
             noise = fwd.draw_noise(tuple(x0.shape), x0, generator)
             xt = fwd.q_sample(sched, x0, t, noise)
             out, var_logits = protocol.split_output(model, model(xt, t, cond), xt)

@@ -90,11 +90,12 @@ def predict(model: protocol.Model, sched: Schedule, xt: torch.Tensor, i: int, co
     schedule's ᾱ. ``cond``: a LongTensor (B,) or None (see ``protocol.class_ids``). Returns tensors like xt.
     """
     B = xt.shape[0]
-    t_model = torch.full((B,), int(sched.host.timesteps[i]), dtype=torch.long, device=xt.device)
+    step = int(sched.host.timesteps[i])
+    t_model = protocol.shared_t(step, B, xt.device)
     t_i = torch.full((B,), i, dtype=torch.long, device=xt.device)
     guided = cond is not None and w != 0.0
     if guided:  # rows 0..B-1 conditional, B..2B-1 unconditional
-        x_in, t_in = torch.cat([xt, xt]), torch.cat([t_model, t_model])
+        x_in, t_in = torch.cat([xt, xt]), protocol.shared_t(step, 2 * B, xt.device)
         c_in = torch.cat([cond, torch.full_like(cond, protocol.null_label(model))])
         t_conv = torch.cat([t_i, t_i])
     else:

@@ -24,8 +24,8 @@ calls the model at the integer training step ``chain.timesteps[K - k]``: no solv
 grid points. (Heun's corrector and DPM-Solver-2's intermediate point land on the *next* grid point; this is the
 grid diffusers' ``HeunDiscreteScheduler`` and ``DPMSolverSinglestepScheduler`` use with integer ``timesteps``.)
 A final point with ᾱ = 1 (σ = 0, λ = ∞) is reached with a first-order step, as in [EDM] Alg. 1 (no correction
-when σ = 0) and diffusers' ``final_sigmas_type="zero"``. For an exact score any ᾱ is allowed: :class:`VPSDE`
-builds grids uniform in λ.
+when σ = 0) and diffusers' ``final_sigmas_type="zero"``. For an exact score any ᾱ is allowed:
+:meth:`VPSDE.time_grid` builds the grids of :data:`GRIDS` (uniform in λ, in t, in √t, and [EDM]'s ρ-grid in σ).
 
 Network calls (NFE) for a grid of N intervals: euler, ddim, dpm_solver_2, dpm_solver_pp_2m: N; heun: 2N, or
 2N - 1 when the grid ends at ᾱ = 1.
@@ -51,11 +51,13 @@ from .models import protocol
 from .reverse import predict
 from .schedules import Schedule, respace
 
-__all__ = ["METHODS", "EpsFn", "VPSDE", "euler_step", "ddim_ode_step", "heun_step", "dpm_solver_2_step",
-           "dpm_solver_pp_2m_step", "solve", "nfe", "model_eps_fn", "sample_ode", "pathwise_error", "fit_order",
-           "convergence", "gaussian_ode_solution"]
+__all__ = ["METHODS", "GRIDS", "LOWER_ORDER_FINAL_BELOW", "EpsFn", "VPSDE", "euler_step", "ddim_ode_step",
+           "heun_step", "dpm_solver_2_step", "dpm_solver_pp_2m_step", "solve", "nfe", "model_eps_fn", "sample_ode",
+           "pathwise_error", "fit_order", "convergence", "convergence_by_grid", "gaussian_ode_solution"]
 
 METHODS = ("euler", "ddim", "heun", "dpm_solver_2", "dpm_solver_pp_2m")
+GRIDS = ("logSNR", "time_uniform", "time_quadratic", "edm")  # the grid kinds of VPSDE.time_grid
+LOWER_ORDER_FINAL_BELOW = 15  # diffusers' DPMSolverMultistepScheduler: lower_order_final applies below 15 steps
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]  # eps_fn(x, k) -> ε̂ at grid point k; x and ε̂ of shape (B, ...)
 
@@ -181,7 +183,8 @@ def nfe(method: str, n_intervals: int, ends_at_data: bool) -> int:
 
 def solve(eps_fn: EpsFn, alpha_bar: Sequence[float] | torch.Tensor, x: torch.Tensor, method: str,
           times: Sequence[float] | torch.Tensor | None = None, beta: Sequence[float] | torch.Tensor | None = None,
-          callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+          callback: Callable[[int, torch.Tensor], None] | None = None, lower_order_final: bool = False
+          ) -> torch.Tensor:
     """Integrate the PF-ODE from grid point 0 (x given there) to the last grid point with ``method``.
 
     Args:
@@ -191,6 +194,12 @@ def solve(eps_fn: EpsFn, alpha_bar: Sequence[float] | torch.Tensor, x: torch.Ten
         method: one of :data:`METHODS`. 'dpm_solver_2' pairs the intervals (k, k+1, k+2) with the intermediate point
             at k+1; an odd interval left over, and a last interval ending at ᾱ = 1, take a DDIM step.
             'dpm_solver_pp_2m' is first order at its first step and at a last step ending at ᾱ = 1.
+        lower_order_final: for 'dpm_solver_pp_2m' only (the others ignore it): on a grid of fewer than
+            :data:`LOWER_ORDER_FINAL_BELOW` intervals the last step is first order wherever it ends. This is
+            diffusers' ``DPMSolverMultistepScheduler(lower_order_final=True)`` (its default; the official DPM-Solver
+            code has the same switch, below 10 steps), there to stabilise sampling with very few steps: the last step
+            of a coarse grid can be long in λ, and the multistep extrapolation D = (1 + 1/(2r)) x̂_0(s) - x̂_0(prev)/(2r)
+            amplifies the change of x̂_0 by 1/(2r) when r = h_prev/h is small.
         times, beta: for 'euler' only: the time of each grid point and the continuous β(t) there (in the units
             of ``times``; for a discrete chain β_t per step with times = t, the [SDE] Eq. 11 limit).
         callback: ``callback(k, x)`` after the state reaches grid point k.
@@ -228,6 +237,7 @@ def solve(eps_fn: EpsFn, alpha_bar: Sequence[float] | torch.Tensor, x: torch.Ten
         return x
 
     x0_prev: torch.Tensor | None = None
+    first_order_last = lower_order_final and N < LOWER_ORDER_FINAL_BELOW
     for k in range(N):
         eps_k = eps_fn(x, k)
         if method == "euler":
@@ -239,6 +249,8 @@ def solve(eps_fn: EpsFn, alpha_bar: Sequence[float] | torch.Tensor, x: torch.Ten
         else:  # dpm_solver_pp_2m
             a_k, sig_k, _ = _coef(ab[k])
             x0_k = (x - sig_k * eps_k) / a_k  # x̂_0 from ε̂ ([DDIM] Eq. 12)
+            if first_order_last and k == N - 1:
+                x0_prev = None  # the last step without the multistep correction (diffusers' lower_order_final)
             x_next = dpm_solver_pp_2m_step(x, ab[k], ab[k + 1], x0_k, x0_prev, ab[k - 1] if k else None)
             x0_prev, x = x0_k, x_next
         done(k + 1, x)
@@ -346,6 +358,39 @@ class VPSDE:
         t[0], t[-1] = t_start, t_end
         return t
 
+    def time_grid(self, kind: str, n_intervals: int, t_start: float = 1.0, t_end: float = 1e-3, rho: float = 7.0
+                  ) -> torch.Tensor:
+        """Times (n+1,), float64, decreasing from ``t_start`` to ``t_end`` (both exact), for ``kind`` in :data:`GRIDS`.
+
+        - 'logSNR': uniform in λ = ½ log SNR (:meth:`lambda_grid`; [DPM] §3.3, ``skip_type='logSNR'`` of the
+          DPM-Solver code, which recommends it for low-resolution images).
+        - 'time_uniform': uniform in t ([DDIM] App. D.2 "linear" τ_i = ⌊ci⌋; ``skip_type='time_uniform'``, which the
+          DPM-Solver code recommends for high-resolution images).
+        - 'time_quadratic': uniform in √t, t_i = (√t_start + (i/n)(√t_end - √t_start))² ([DDIM] App. D.2 "quadratic"
+          τ_i = ⌊ci²⌋, used there for CIFAR-10; ``skip_type='time_quadratic'``).
+        - 'edm': uniform in σ^(1/ρ) for σ = √((1-ᾱ)/ᾱ) = e^(-λ) ([EDM] Eq. 5, ρ = 7 by default; diffusers'
+          ``use_karras_sigmas``), σ_i = (σ_max^(1/ρ) + (i/n)(σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ between σ(t_start) and
+          σ(t_end), mapped back to t with :meth:`t_of_lam`.
+        """
+        if kind not in GRIDS:
+            raise ValueError(f"kind must be one of {GRIDS}, got {kind!r}")
+        if n_intervals < 1 or not 0.0 < t_end < t_start:
+            raise ValueError(f"need n_intervals >= 1 and 0 < t_end < t_start, got {n_intervals}, {t_start}, {t_end}")
+        i = torch.arange(n_intervals + 1, dtype=torch.float64) / n_intervals
+        if kind == "logSNR":
+            return self.lambda_grid(n_intervals, t_start, t_end)
+        if kind == "time_uniform":
+            t = t_start + i * (t_end - t_start)
+        elif kind == "time_quadratic":
+            t = (math.sqrt(t_start) + i * (math.sqrt(t_end) - math.sqrt(t_start))) ** 2
+        else:  # edm
+            lo, hi = float(-self.lam(t_end)) / rho, float(-self.lam(t_start)) / rho  # log σ^(1/ρ) at both ends
+            s_hi, s_lo = math.exp(hi), math.exp(lo)
+            sigma = (s_hi + i * (s_lo - s_hi)) ** rho  # [EDM] Eq. 5
+            t = self.t_of_lam(-torch.log(sigma))
+        t[0], t[-1] = t_start, t_end
+        return t
+
 
 def pathwise_error(x: torch.Tensor, ref: torch.Tensor) -> float:
     """Root-mean-square Euclidean distance between matched rows of x and ref, (B, ...) each (data units)."""
@@ -376,23 +421,16 @@ def _intervals_for(method: str, calls: int) -> int:
     return n
 
 
-def convergence(eps_at: Callable[[torch.Tensor, float], torch.Tensor], x_T: torch.Tensor, calls: Sequence[int],
-                methods: Sequence[str] = METHODS, sde: VPSDE = VPSDE(), t_end: float = 1e-3,
-                ref_calls: int = 4096) -> dict[str, list[float]]:
-    """Pathwise error at ``t_end`` against a fine-step reference from the same x_T, per method and call count.
+def _reference(eps_at: Callable[[torch.Tensor, float], torch.Tensor], x_T: torch.Tensor, sde: VPSDE, t_end: float,
+               ref_calls: int) -> torch.Tensor:
+    t = sde.lambda_grid(_intervals_for("dpm_solver_2", ref_calls), 1.0, t_end)
+    ab = sde.alpha_bar(t)
+    return solve(lambda x, k: eps_at(x, float(ab[k])), ab, x_T, "dpm_solver_2")
 
-    ``eps_at(x, alpha_bar)`` is an ε-field that accepts any ᾱ (an exact score, e.g. ``GaussianMixture.eps_opt``);
-    every method runs on a grid uniform in λ from t = 1 to ``t_end`` with as many intervals as ``calls`` allows
-    (heun: calls/2; dpm_solver_2: its pairs are then [DPM] Alg. 1 with r₁ = ½; an odd count is impossible for
-    both and gives nan). The reference is DPM-Solver-2 with ``ref_calls`` calls. x_T: (B, D) float64.
-    Returns {method: [error at each call count]} plus 'calls'.
-    """
-    def run(method: str, n: int) -> torch.Tensor:
-        t = sde.lambda_grid(n, 1.0, t_end)
-        ab = sde.alpha_bar(t)
-        return solve(lambda x, k: eps_at(x, float(ab[k])), ab, x_T, method, times=t, beta=sde.beta(t))
 
-    ref = run("dpm_solver_2", ref_calls)
+def _errors(eps_at: Callable[[torch.Tensor, float], torch.Tensor], x_T: torch.Tensor, ref: torch.Tensor,
+            calls: Sequence[int], methods: Sequence[str], sde: VPSDE, t_end: float, grid: str, rho: float,
+            lower_order_final: bool) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"calls": [float(c) for c in calls]}
     for m in methods:
         errs = []
@@ -402,9 +440,40 @@ def convergence(eps_at: Callable[[torch.Tensor, float], torch.Tensor], x_T: torc
             except ValueError:
                 errs.append(math.nan)
                 continue
-            errs.append(pathwise_error(run(m, n), ref))
+            t = sde.time_grid(grid, n, 1.0, t_end, rho)
+            ab = sde.alpha_bar(t)
+            x = solve(lambda z, k, ab=ab: eps_at(z, float(ab[k])), ab, x_T, m, times=t, beta=sde.beta(t),
+                      lower_order_final=lower_order_final)
+            errs.append(pathwise_error(x, ref))
         out[m] = errs
     return out
+
+
+def convergence(eps_at: Callable[[torch.Tensor, float], torch.Tensor], x_T: torch.Tensor, calls: Sequence[int],
+                methods: Sequence[str] = METHODS, sde: VPSDE = VPSDE(), t_end: float = 1e-3,
+                ref_calls: int = 4096, grid: str = "logSNR", lower_order_final: bool = False,
+                rho: float = 7.0) -> dict[str, list[float]]:
+    """Pathwise error at ``t_end`` against a fine-step reference from the same x_T, per method and call count.
+
+    ``eps_at(x, alpha_bar)`` is an ε-field that accepts any ᾱ (an exact score, e.g. ``GaussianMixture.eps_opt``);
+    every method runs on the grid ``sde.time_grid(grid, n, 1, t_end, rho)`` (see :data:`GRIDS`; the default
+    'logSNR' is uniform in λ) with as many intervals n as ``calls`` allows (heun: calls/2; dpm_solver_2: its pairs
+    share the grid's points as in the module docstring; an odd count is impossible for both and gives nan).
+    ``lower_order_final`` is passed to :func:`solve` (DPM-Solver++(2M) only). The reference does not depend on
+    ``grid``: DPM-Solver-2 with ``ref_calls`` calls uniform in λ. x_T: (B, D) float64.
+    Returns {method: [error at each call count]} plus 'calls'.
+    """
+    ref = _reference(eps_at, x_T, sde, t_end, ref_calls)
+    return _errors(eps_at, x_T, ref, calls, methods, sde, t_end, grid, rho, lower_order_final)
+
+
+def convergence_by_grid(eps_at: Callable[[torch.Tensor, float], torch.Tensor], x_T: torch.Tensor,
+                        calls: Sequence[int], grids: Sequence[str] = GRIDS, methods: Sequence[str] = METHODS,
+                        sde: VPSDE = VPSDE(), t_end: float = 1e-3, ref_calls: int = 4096,
+                        lower_order_final: bool = False, rho: float = 7.0) -> dict[str, dict[str, list[float]]]:
+    """:func:`convergence` on each grid of ``grids``, against one shared reference: {grid: {method: errors}}."""
+    ref = _reference(eps_at, x_T, sde, t_end, ref_calls)
+    return {g: _errors(eps_at, x_T, ref, calls, methods, sde, t_end, g, rho, lower_order_final) for g in grids}
 
 
 def gaussian_ode_solution(x_T: torch.Tensor, ab_T: float, ab_t: float | torch.Tensor, mu: float, s: float

@@ -231,11 +231,11 @@ def test_capstone_passes_with_the_solutions_and_fails_with_a_classic_bug():
     from tests.test_code_bugs import ddpm_alpha_in_eps
 
     loss, step = _solution(get_exercise("training_loss")), _solution(get_exercise("ddpm_step"))
-    mine = code.capstone(loss, step, max_seconds=None)
+    mine = code.capstone(loss, step, max_seconds=None, threads=1)  # one thread: pytest-xdist runs a worker per core
     assert mine.steps == 4000 and all(c.ok for c in mine.checks)
     # with margin: the bar lies more than 2 standard errors (over the evaluation seeds) above the mean
     assert mine.passed and mine.mean + 2 * mine.stderr < code.CAPSTONE_BAR, str(mine)
-    bad = code.capstone(None, ddpm_alpha_in_eps, model=mine.model)
+    bad = code.capstone(None, ddpm_alpha_in_eps, model=mine.model, threads=1)
     assert bad.checks[0].mistake == "eps_ab=alpha"
     # the bug's score depends on the trained network (1.95-2.50 seen across thread counts), so compare it with the
     # solution's score on the same network rather than with the bar: worse by more than 2 combined standard errors

@@ -189,3 +189,24 @@ def test_cli_reset_flag(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert args.handler(args) == 0
     assert not (tmp_path / "drill_progress.json").exists()
+
+
+def test_notebook_08_covers_the_whole_bank():
+    """Notebook 08 is the drill bank laid out as cells: every question's prompt is there and every checked question is
+    checked, so a question added to (or removed from) ``drill.bank`` cannot silently miss the notebook."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "08_interview_drill.ipynb").read_text())
+    markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    answered = set(re.findall(r'drill\.answer\("(\w+)"', code))
+    checked = set(re.findall(r'checks\.check(?:_derivation)?\("(\w+)"', code))
+    bank = [q for level in drill.LEVELS for q in drill.bank(level)]
+    for q in bank:
+        assert q.prompt.splitlines()[0][:60] in markdown, q.id
+        if q.kind == "derivation":
+            assert q.check_id in checked, q.id
+        elif q.kind in ("numeric", "code"):
+            assert q.id in answered, q.id
+    assert answered <= {q.id for q in bank}, answered - {q.id for q in bank}

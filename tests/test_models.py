@@ -347,3 +347,22 @@ def test_time_embedding_distinguishes_neighbouring_steps():
     d = (e[1:] - e[:-1]).norm(dim=1)
     # the highest frequency is 1 rad per step: neighbours differ by at least 2 sin(1/2) ~ 0.96 in that pair alone
     assert float(d.min()) > 2 * math.sin(0.5) - 1e-4
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_shared_t_gives_the_per_example_result(num_classes):
+    # the samplers pass one step for the batch as a stride-0 view; the MLP embeds it once and must agree with the
+    # materialised (B,) tensor row by row (up to float32 round-off of a different matmul shape)
+    t = protocol.shared_t(417, 6)
+    assert protocol.is_shared_t(t) and t.shape == (6,) and bool((t == 417).all())
+    full = torch.full((6,), 417)
+    assert not protocol.is_shared_t(full) and not protocol.is_shared_t(protocol.shared_t(5, 1))
+    torch.manual_seed(0)
+    net = MLPDenoiser(num_classes=num_classes)
+    nn.init.normal_(net.out.weight, std=0.5)
+    x = torch.randn(6, 2)
+    cond = torch.tensor([0, 1, 2, 3, 0, 1]) if num_classes else None
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, cond), net(x, full, cond), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(net(x, t, cond)[2], net(x[2:3], full[2:3], None if cond is None else cond[2:3])[0],
+                                   rtol=1e-5, atol=1e-6)

@@ -28,26 +28,37 @@ arXiv:2010.02502, [CFG] arXiv:2207.12598, ...).
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .catalogue import QUESTIONS, Question
-from .result import STATUSES, CheckResult
 from .worker import DEFAULT_TIMEOUT, client
+
+if TYPE_CHECKING:
+    from .catalogue import Question
+    from .result import CheckResult
 
 __all__ = ["check", "check_derivation", "check_function", "exercises", "questions", "get_question", "CheckResult",
            "Question", "STATUSES", "warm_up", "DEFAULT_TIMEOUT"]
 
 
 def __getattr__(name: str) -> Any:
-    """``check_function`` and ``exercises`` live in :mod:`.code`, which imports torch: load it on first use only."""
+    """``check_function`` and ``exercises`` live in :mod:`.code`, which imports torch: load it on first use only.
+    ``Question`` and ``CheckResult``, ``STATUSES`` load on first use too: ``ddpm-lessons check`` starts the worker
+    process before this process imports the catalogue, so the two start-ups overlap."""
     if name in ("check_function", "exercises"):
         from . import code
 
         return getattr(code, name)
+    if name in ("Question", "QUESTIONS"):
+        from . import catalogue
+
+        return getattr(catalogue, name)
+    if name in ("CheckResult", "STATUSES"):
+        from . import result
+
+        return getattr(result, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -57,11 +68,17 @@ _MAX_SEND = 20_000  # characters; longer input is rejected here, without a round
 
 def questions() -> tuple[Question, ...]:
     """Every question of the catalogue, in course order."""
+    from .catalogue import QUESTIONS
+
     return QUESTIONS
 
 
 def get_question(question_id: str) -> Question:
     """The question with id ``question_id``; ValueError (with suggestions) for an unknown id."""
+    import difflib
+
+    from .catalogue import QUESTIONS
+
     for q in QUESTIONS:
         if q.id == question_id:
             return q
@@ -77,6 +94,8 @@ def warm_up(wait: bool = False) -> bool:
 
 
 def _unanswered(q: Question, what: str = "your expression as a string") -> CheckResult:
+    from .result import CheckResult
+
     warm_up(wait=False)  # placeholders are checked first in the notebooks: get the worker going meanwhile
     return CheckResult(q.id, "invalid", f"Not yet answered: replace the placeholder with {what}, using the "
                        f"symbols {q.symbols_help()}.", evidence="no answer")
@@ -138,6 +157,8 @@ def check(question_id: str, answer: Any, *, timeout: float | None = None) -> Che
     Raises:
         ValueError: for an unknown ``question_id`` or a non-positive ``timeout``.
     """
+    from .result import CheckResult
+
     q = get_question(question_id)
     timeout = _check_timeout(timeout)
     if _is_placeholder(answer):
@@ -154,6 +175,8 @@ def check(question_id: str, answer: Any, *, timeout: float | None = None) -> Che
 
 
 def _run(q: Question, text: str, source: str, timeout: float, steps: list[str] | None, t0: float) -> CheckResult:
+    from .result import CheckResult
+
     res = client().request(q.id, text, source, timeout, steps=steps)
     if res is None:  # no worker process available here: check in-process, without the hard limit
         from . import engine
@@ -191,6 +214,8 @@ def check_derivation(question_id: str, steps: Any, *, timeout: float | None = No
         A :class:`CheckResult`: ``correct``, ``known_mistake`` (the break is a named change), ``incorrect``,
         ``invalid`` (a step does not parse, or fewer steps than the exercise asks for) or ``timeout``.
     """
+    from .result import CheckResult
+
     q = get_question(question_id)
     timeout = _check_timeout(timeout)
     what = "your steps joined by `=`"

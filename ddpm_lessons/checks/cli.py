@@ -109,12 +109,14 @@ def _self_test(out: TextIO) -> int:
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Execute ``ddpm-lessons check`` with parsed ``args``; returns the process exit code."""
     out = out or sys.stdout
-    from . import check, get_question
+    from . import check, get_question, warm_up
 
     if getattr(args, "list", False):
         return _list(out)
     if args.question is None:
         return _self_test(out)
+    if args.answer:
+        warm_up(wait=False)  # start the worker (SymPy's import, ~0.4 s) while this process loads the catalogue
     try:
         q = get_question(args.question)
     except ValueError as err:

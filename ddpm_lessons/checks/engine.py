@@ -12,7 +12,9 @@ verdict also records a symbolic confirmation.
 
 A wrong answer is compared against the question's known mistakes and the automatic ones of
 :mod:`ddpm_lessons.checks.mistakes` (first on ``SCREEN`` points, then on all of them), so the feedback can name the
-mistake. For answers linear in x_t, x_0, eps, ... the coefficients are compared one by one.
+mistake. For answers linear in x_t, x_0, eps, ... the coefficients are compared one by one. Variants are evaluated
+from memoized per-node values (:class:`_Memo`: the same operations as :func:`compile_expr`, bit for bit), since each
+differs from its source at one place only; the per-question tables are built once, on the first wrong answer.
 
 Everything here runs inside the worker process of :mod:`ddpm_lessons.checks.worker`, which enforces the time limit.
 """
@@ -27,13 +29,14 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import islice
 from typing import Any
 
 import mpmath
 import sympy as sp
 
 from . import catalogue, notation
-from .mistakes import Candidate, auto_mistakes
+from .mistakes import Candidate, RawCandidate, raw_mistakes
 from .parser import ParseError, parse
 
 __all__ = ["DPS", "N_POINTS", "SCREEN", "REL_TOL", "prepared", "check_answer", "check_chain", "compile_expr",
@@ -142,10 +145,21 @@ def compile_float(expr: sp.Expr) -> Callable[[dict[str, float]], float | None]:
     return compile_expr(expr, _FLOAT_OPS)
 
 
+_F_ERRORS = (ZeroDivisionError, ValueError, OverflowError, TypeError, ArithmeticError)
+_ERR = object()  # a point where a float evaluation raised: the whole expression is undefined there
+
+
 def _eval_f(f: Callable[[dict[str, float]], Any], env: dict[str, float]) -> float | None:
     try:
         v = f(env)
-    except (ZeroDivisionError, ValueError, OverflowError, TypeError, ArithmeticError):
+    except _F_ERRORS:
+        return None
+    return _post_f(v)
+
+
+def _post_f(v: Any) -> float | None:
+    """A raw float evaluation as a real finite float, or None (as :func:`_eval_f` reports it)."""
+    if v is _ERR:
         return None
     if isinstance(v, complex):
         if abs(v.imag) > 1e-12 * max(1.0, abs(v.real)):
@@ -156,6 +170,160 @@ def _eval_f(f: Callable[[dict[str, float]], Any], env: dict[str, float]) -> floa
     except (TypeError, ValueError, OverflowError):
         return None
     return v if math.isfinite(v) else None
+
+
+class _Memo:
+    """Values of expression nodes at a few points, memoized per node: floats (``_FLOAT_OPS``, bit for bit what
+    :func:`compile_float` computes) or mpmath (``_MP_OPS``, what :func:`compile_expr` computes): the same operations
+    in the same order. Raw values: ``_ERR`` where the evaluation raised; :func:`_post_f` / :func:`_post_mp` turn
+    them into what :func:`_eval_f` / :func:`_eval` report.
+
+    A variant from :func:`~.mistakes.raw_mistakes` shares every node but those on one path with the expression it
+    was made from, so its values cost one operation per ancestor instead of building, compiling and evaluating the
+    whole tree: the one-change search screens hundreds of variants this way and builds only the few that pass.
+    """
+
+    def __init__(self, envs: list[dict[str, Any]], ops: _Ops = _FLOAT_OPS):
+        self.envs = envs
+        self.ops = ops
+        self.memo: dict[sp.Expr, tuple | EvalError] = {}
+
+    def values(self, expr: sp.Expr) -> tuple:
+        """Raw values of ``expr`` at the points (``_ERR`` where it raised); EvalError as :func:`compile_float`."""
+        hit = self.memo.get(expr)
+        if hit is None:
+            try:
+                hit = self._compute(expr)
+            except EvalError as err:
+                hit = err
+            self.memo[expr] = hit
+        if isinstance(hit, EvalError):
+            raise hit
+        return hit
+
+    def raw_values(self, raw: Any) -> tuple:
+        """Raw values of a :class:`~.mistakes.RawCandidate` without building it."""
+        vals = self.values(raw.new)
+        for node, i in reversed(raw.path):
+            if node.is_Pow and i == 1:  # a new exponent: how it is evaluated depends on it
+                return self.values(raw.expr())
+            vals = self._apply(node, [vals if j == i else None for j in range(len(node.args))])
+        return vals
+
+    def _compute(self, expr: sp.Expr) -> tuple:
+        if expr.is_Symbol:
+            name = expr.name
+            return tuple(env[name] for env in self.envs)
+        if expr.is_Rational:
+            return (self.ops.rational(int(expr.p), int(expr.q)),) * len(self.envs)
+        if expr is sp.pi:
+            return (self.ops.pi,) * len(self.envs)
+        if expr is sp.E:
+            return (self.ops.e,) * len(self.envs)
+        return self._apply(expr, [None] * len(expr.args))
+
+    def _apply(self, expr: sp.Expr, given: list[tuple | None]) -> tuple:
+        """``expr``'s operation on its args' values (``given[j]`` instead of arg j's own where not None)."""
+        args = expr.args
+        if expr.is_Add or expr.is_Mul:
+            parts = [self.values(a) if g is None else g for a, g in zip(args, given, strict=True)]
+            add = expr.is_Add
+            out = []
+            for vals in zip(*parts, strict=True):
+                if any(v is _ERR for v in vals):  # identity: ``in`` would call mpf.__eq__ on every value
+                    out.append(_ERR)
+                    continue
+                try:
+                    acc = vals[0]
+                    for v in vals[1:]:
+                        acc = acc + v if add else acc * v
+                except _F_ERRORS:
+                    acc = _ERR
+                out.append(acc)
+            return tuple(out)
+        if expr.is_Pow:
+            base = self.values(args[0]) if given[0] is None else given[0]
+            ex = expr.exp
+            if ex.is_Integer:
+                n = int(ex)
+                return self._map(lambda b: b ** n, base)
+            sqrt = self.ops.sqrt
+            if ex == sp.Rational(1, 2):
+                return self._map(sqrt, base)
+            if ex == sp.Rational(-1, 2):
+                return self._map(lambda b: 1 / sqrt(b), base)
+            exv = self.values(ex)
+            power = self.ops.power
+            return tuple(_ERR if b is _ERR or e is _ERR else self._call(power, b, e)
+                         for b, e in zip(base, exv, strict=True))
+        if expr.func in self.ops.funcs and len(args) == 1:
+            arg = self.values(args[0]) if given[0] is None else given[0]
+            return self._map(self.ops.funcs[expr.func], arg)
+        raise EvalError(f"cannot evaluate `{expr.func.__name__}`")
+
+    @staticmethod
+    def _call(fn: Callable[..., Any], *xs: Any) -> Any:
+        try:
+            return fn(*xs)
+        except _F_ERRORS:
+            return _ERR
+
+    def _map(self, fn: Callable[[Any], Any], vals: tuple) -> tuple:
+        return tuple(_ERR if v is _ERR else self._call(fn, v) for v in vals)
+
+
+class _Memo1(_Memo):
+    """:class:`_Memo` at a single point, on plain values instead of 1-tuples: the first screen of every variant."""
+
+    def __init__(self, env: dict[str, Any], ops: _Ops = _FLOAT_OPS):
+        super().__init__([env], ops)
+        self.env = env
+
+    def _compute(self, expr: sp.Expr) -> Any:
+        if expr.is_Symbol:
+            return self.env[expr.name]
+        if expr.is_Rational:
+            return self.ops.rational(int(expr.p), int(expr.q))
+        if expr is sp.pi:
+            return self.ops.pi
+        if expr is sp.E:
+            return self.ops.e
+        return self._apply(expr, [None] * len(expr.args))
+
+    def _apply(self, expr: sp.Expr, given: list[Any]) -> Any:
+        args = expr.args
+        if expr.is_Add or expr.is_Mul:
+            vals = [self.values(a) if g is None else g for a, g in zip(args, given, strict=True)]
+            if any(v is _ERR for v in vals):
+                return _ERR
+            try:
+                acc = vals[0]
+                if expr.is_Add:
+                    for v in vals[1:]:
+                        acc = acc + v
+                else:
+                    for v in vals[1:]:
+                        acc = acc * v
+            except _F_ERRORS:
+                return _ERR
+            return acc
+        if expr.is_Pow:
+            b = self.values(args[0]) if given[0] is None else given[0]
+            ex = expr.exp
+            if ex.is_Integer:
+                n = int(ex)
+                return _ERR if b is _ERR else self._call(lambda: b ** n)
+            sqrt = self.ops.sqrt
+            if ex == sp.Rational(1, 2):
+                return _ERR if b is _ERR else self._call(sqrt, b)
+            if ex == sp.Rational(-1, 2):
+                return _ERR if b is _ERR else self._call(lambda: 1 / sqrt(b))
+            e = self.values(ex)
+            return _ERR if b is _ERR or e is _ERR else self._call(self.ops.power, b, e)
+        if expr.func in self.ops.funcs and len(args) == 1:
+            a = self.values(args[0]) if given[0] is None else given[0]
+            return _ERR if a is _ERR else self._call(self.ops.funcs[expr.func], a)
+        raise EvalError(f"cannot evaluate `{expr.func.__name__}`")
 
 
 F_TOL = 1e-8  # relative agreement required of the float screen (double rounding is ~1e-16; cancellation costs digits)
@@ -194,6 +362,27 @@ def _eval(f: Callable[[dict[str, Value]], Value], env: dict[str, Value]) -> Valu
         return _clean(f(env))
     except (ZeroDivisionError, ValueError, OverflowError, TypeError, ArithmeticError):
         return None
+
+
+def _post_mp(v: Any) -> Value:
+    """A raw mpmath evaluation (:class:`_Memo` on ``_MP_OPS``) as :func:`_eval` reports it."""
+    if v is _ERR:
+        return None
+    try:
+        return _clean(v)
+    except (ZeroDivisionError, ValueError, OverflowError, TypeError, ArithmeticError):
+        return None
+
+
+def _loosely_close(fa: float | None, fb: float | None) -> bool:
+    """False only where :func:`_close` is False for sure for the values these floats round (``float(value)``, None
+    for None): a cheap first test."""
+    if fa is None or fb is None:
+        return False
+    scale = max(abs(fa), abs(fb))
+    if not math.isfinite(scale) or scale < 1e-23:
+        return True  # beyond the float range: let the exact test decide
+    return abs(fa - fb) <= 1e-12 * scale  # rounding to floats moves a 1e-20 agreement by ~2e-16 at most
 
 
 def _close(a: Value, b: Value) -> bool:
@@ -284,6 +473,8 @@ class Prepared:
         self._cases: list[_Case] | None = None
         self._coefs: list[_Coef] | None = None
         self._ref_free: sp.Expr | None = None
+        self._swaps_subs: tuple[list, list] | None = None
+        self._base: dict[sp.Symbol, set[sp.Symbol]] = {}
 
     def parse(self, text: str, source: str = "text") -> sp.Expr:
         """Parse learner text (``source="text"``) or the printed form of a SymPy expression (``"sympy"``)."""
@@ -340,6 +531,13 @@ class Prepared:
             expr = expr.xreplace({self.symbols[name]: self.defs[name]})
         return expr
 
+    def base_symbols(self, sym: sp.Symbol) -> set[sp.Symbol]:
+        """The free symbols ``sym`` stands for (itself, or those of its definition), memoized."""
+        hit = self._base.get(sym)
+        if hit is None:
+            hit = self._base[sym] = self.expand_definitions(sym).free_symbols
+        return hit
+
     @property
     def ref_free(self) -> sp.Expr:
         if self._ref_free is None:
@@ -347,38 +545,61 @@ class Prepared:
         return self._ref_free
 
     # -- mistakes --------------------------------------------------------------------------------------------------
-    def _candidates(self) -> list[Candidate]:
-        q = self.q
-        cands = [Candidate(m.tag, m.hint, self.parse(m.answer), known=True) for m in q.mistakes]
-        swaps = [(tag, hint, [(self.symbols[a], self.symbols[b]) for a, b in pairs]) for tag, hint, pairs in q.swaps]
-        subs = [(tag, hint, {self.symbols[n]: self.parse(e) for n, e in pairs}) for tag, hint, pairs in q.substitutions]
-        cands += auto_mistakes(self.ref, self.symbols, self.linear, swaps, subs)
-        return cands
+    @property
+    def swaps_subs(self) -> tuple[list, list]:
+        """The question's own swaps and substitutions as SymPy pairs (the extra rules of the mistake generator)."""
+        if self._swaps_subs is None:
+            q = self.q
+            swaps = [(tag, hint, [(self.symbols[a], self.symbols[b]) for a, b in pairs])
+                     for tag, hint, pairs in q.swaps]
+            subs = [(tag, hint, {self.symbols[n]: self.parse(e) for n, e in pairs})
+                    for tag, hint, pairs in q.substitutions]
+            self._swaps_subs = (swaps, subs)
+        return self._swaps_subs
 
-    def _dedupe(self, cands: list[Candidate], fn_of: Callable[[Candidate], Any], ref_screen: list[Value]
-                ) -> list[tuple[Candidate, Any, list[Value]]]:
-        kept: list[tuple[Candidate, Any, list[Value]]] = []
-        for cand in cands:
+    def _raw_candidates(self) -> list[tuple[bool, RawCandidate]]:
+        """(known, variant): the question's known mistakes, then the automatic ones, in priority order."""
+        q = self.q
+        known = [Candidate(m.tag, m.hint, self.parse(m.answer), known=True) for m in q.mistakes]
+        out = [(True, RawCandidate(c.expr, (), lambda _e, c=c: c)) for c in known]
+        swaps, subs = self.swaps_subs
+        return out + [(False, raw) for raw in raw_mistakes(self.ref, self.symbols, self.linear, swaps, subs)]
+
+    def _candidates(self) -> list[Candidate]:
+        return [raw.build() for _, raw in self._raw_candidates()]
+
+    def _dedupe(self, cands: list[tuple[bool, RawCandidate]], ref_screen: list[Value]
+                ) -> list[tuple[Candidate, list[Value]]]:
+        """The candidates that differ from the reference and from every earlier candidate (at ``SCREEN`` points
+        in mpmath), built; values from a :class:`_Memo`, so only the kept ones are ever built or compiled."""
+        memo = _Memo(self.points[:SCREEN], _MP_OPS)
+        kept: list[tuple[Candidate, list[Value]]] = []
+        kept_f: list[list[float | None]] = []  # the kept values rounded to floats, for the cheap first test
+        for known, raw in cands:
             try:
-                fn = fn_of(cand)
+                vals = [_post_mp(v) for v in memo.raw_values(raw)]
             except EvalError:
                 continue
-            vals = [_eval(fn, env) for env in self.points[:SCREEN]]
-            if not cand.known:
+            if not known:
                 if any(v is None for v in vals) or _all_close(vals, ref_screen):
                     continue
                 if all(abs(v) < 1e-12 * (1 + abs(r)) for v, r in zip(vals, ref_screen, strict=False)):
                     continue  # a degenerate variant (x/x inside a root, ...): zero, not a teachable mistake
-            if any(_all_close(vals, k[2]) for k in kept):
+            fl = _as_floats(vals)
+            if any(all(_loosely_close(a, b) for a, b in zip(fl, kf, strict=False)) and _all_close(vals, k[1])
+                   for k, kf in zip(kept, kept_f, strict=True)):
                 continue  # the same wrong answer as an earlier (higher-priority) candidate
-            kept.append((cand, fn, vals))
+            kept.append((raw.build(), vals))
+            kept_f.append(fl)
         return kept
 
     @property
     def cases(self) -> list[_Case]:
         if self._cases is None:
-            kept = self._dedupe(self._candidates(), lambda c: compile_expr(c.expr), self.ref_vals[:SCREEN])
-            self._cases = [_Case(c, fn, vals, fvals=self.float_values(c.expr)) for c, fn, vals in kept]
+            kept = self._dedupe(self._raw_candidates(), self.ref_vals[:SCREEN])
+            fmemo = _Memo(self.fpoints)
+            self._cases = [_Case(c, compile_expr(c.expr), vals, fvals=[_post_f(v) for v in fmemo.values(c.expr)])
+                           for c, vals in kept]
         return self._cases
 
     def case_full(self, case: _Case) -> list[Value]:
@@ -397,15 +618,20 @@ class Prepared:
                 vals = [_eval(compile_expr(part), env) for env in self.points[:SCREEN]]
                 coef = _Coef(name, vals)
                 if part != 0:
-                    cands = auto_mistakes(part, self.symbols)
-                    kept = self._dedupe(cands, lambda c: compile_expr(c.expr), vals)
-                    coef.cases = [(c, v) for c, _, v in kept]
+                    kept = self._dedupe([(False, raw) for raw in raw_mistakes(part, self.symbols)], vals)
+                    coef.cases = kept
                 coefs.append(coef)
             self._coefs = coefs
         return self._coefs
 
 
 _PREPARED: dict[str, Prepared] = {}
+
+
+def warm() -> None:
+    """Run SymPy's first-use imports now (the first evaluated sum imports ``sympy.tensor``, ~50 ms): the worker calls
+    this before it reports ready, so a worker started early (``warm_up``) has them done before the first check."""
+    parse("1 - sqrt(x)*x", {"x": sp.Symbol("x", positive=True)})
 
 
 def prepared(question_id: str) -> Prepared:
@@ -508,7 +734,7 @@ def _ratio_feedback(mine: list[Value], ref: list[Value]) -> str | None:
 def _symbol_feedback(p: Prepared, expr: sp.Expr) -> str:
     """Name the symbols the answer lacks or has in excess, in the reference's own (typed) terms."""
     def base(e: sp.Expr) -> set[sp.Symbol]:
-        return p.expand_definitions(e).free_symbols
+        return p.base_symbols(e) if e.is_Symbol else p.expand_definitions(e).free_symbols
 
     mine, need = base(expr), p.ref_free.free_symbols
     missing = sorted(s.name for s in p.ref.free_symbols if not base(s) & mine)
@@ -580,12 +806,12 @@ def diagnose(p: Prepared, target: sp.Expr, target_f: list[float | None], expr: s
     Forward: every automatic mistake of ``target``. Inverse: every automatic mistake of the learner's own ``expr``
     that gives ``target`` (so a square root dropped while rewriting into another form is still found, and described
     in the learner's form). Candidates are screened in floats at all points and confirmed in mpmath at ``SCREEN``
-    points; ``deadline`` (``time.monotonic()``) bounds the search. ``forward=False`` skips the forward search (the
-    reference's own mistakes are precomputed in :attr:`Prepared.cases`).
+    points; the first screens (1 point, then 4) run unbuilt, on memoized node values (:class:`_Memo`), so only the
+    few variants that pass are ever built as trees. ``deadline`` (``time.monotonic()``) bounds the search.
+    ``forward=False`` skips the forward search (the reference's own mistakes are precomputed in
+    :attr:`Prepared.cases`).
     """
-    q = p.q
-    swaps = [(tag, hint, [(p.symbols[a], p.symbols[b]) for a, b in pairs]) for tag, hint, pairs in q.swaps]
-    subs = [(tag, hint, {p.symbols[n]: p.parse(e) for n, e in pairs}) for tag, hint, pairs in q.substitutions]
+    swaps, subs = p.swaps_subs
     searches: list[tuple[sp.Expr, list[float | None], bool, sp.Expr]] = []
     if forward:
         searches.append((target, mine_f, False, expr))
@@ -595,21 +821,32 @@ def diagnose(p: Prepared, target: sp.Expr, target_f: list[float | None], expr: s
             searches.append((expanded, mine_f, False, expr))
     if _smaller_than(expr, DIAGNOSE_MAX_NODES):
         searches.append((expr, target_f, True, target))
+    screen1, screen4 = _Memo1(p.fpoints[0]), _Memo(p.fpoints[:4])
     for source, against, inverse, other in searches:
-        try:
-            cands = auto_mistakes(source, p.symbols, p.linear, swaps, subs)
-        except (TypeError, ValueError, RecursionError):
-            continue
+        raws = islice(raw_mistakes(source, p.symbols, p.linear, swaps, subs), MAX_DIAGNOSE)
         other_mp: list[Value] | None = None
-        for cand in cands[:MAX_DIAGNOSE]:
+        while True:
+            try:
+                raw = next(raws)
+            except StopIteration:
+                break
+            except (TypeError, ValueError, RecursionError):
+                break  # the generator failed on this expression: no further variants of it
             if deadline is not None and time.monotonic() > deadline:
                 return None
+            try:  # most variants fail at the first point: screen on 1, then 4 (unbuilt), then on all of them
+                if not _close_f(_post_f(screen1.raw_values(raw)), against[0]):
+                    continue
+                first = screen4.raw_values(raw)
+            except EvalError:
+                continue
+            if not all(_close_f(_post_f(v), b) for v, b in zip(first, against[:4], strict=True)):
+                continue
+            cand = raw.build()
             try:
                 ffn = compile_float(cand.expr)
             except EvalError:
                 continue
-            if not all(_close_f(_eval_f(ffn, env), b) for env, b in zip(p.fpoints[:4], against[:4], strict=True)):
-                continue  # most variants fail at the first points: screen on 4, then on all of them
             if not all(_close_f(_eval_f(ffn, env), b) for env, b in zip(p.fpoints, against, strict=True)):
                 continue
             if other_mp is None:
@@ -649,7 +886,7 @@ def _single(p: Prepared, expr: sp.Expr, fn: Callable[[dict[str, Value]], Value],
 
     # Wrong: does it match a known or an automatic mistake of the reference?
     for case in p.cases:
-        if _all_close(mine, case.screen) and _all_close_f(mine_f, case.fvals):
+        if _all_close_f(mine_f, case.fvals) and _all_close(mine, case.screen):  # floats first: cheaper
             return named(case.cand)
     # ... or is it one change away from the reference in the learner's own form?
     if not n_bad:
@@ -809,8 +1046,8 @@ def check_chain(question_id: str, steps: list[str], *, source: str = "text") -> 
     # What changed between the two steps: a one-place symbol swap ("valid only if ...") is the most specific answer;
     # next, the broken step being one of the question's own known mistakes; then any other single change.
     change = diagnose(p, prev_expr, fvals[k - 1], cur_expr, fvals[k], deadline=deadline)
-    known = next((c.cand for c in p.cases if c.cand.known and _all_close(vals[k], c.screen)
-                  and _all_close_f(fvals[k], c.fvals)), None)
+    known = next((c.cand for c in p.cases if c.cand.known and _all_close_f(fvals[k], c.fvals)
+                  and _all_close(vals[k], c.screen)), None)
     cand = change if change is not None and (change.swap is not None or known is None) else known
     valid = f"Steps 1-{k} are right." if k > 1 else "Step 1 is right."
     if cand is not None:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-__all__ = ["Candidate", "RULE_HINTS", "INVERSE", "auto_mistakes", "describe_site"]
+__all__ = ["Candidate", "RawCandidate", "RULE_HINTS", "INVERSE", "auto_mistakes", "raw_mistakes", "describe_site",
+           "rebuild_path"]
 
 # tag -> hint; {site} is replaced by " (look at the part with `alpha_bar_t`)" or "".
 RULE_HINTS: dict[str, str] = {
@@ -102,17 +103,48 @@ def describe_site(site: sp.Expr | None, linear: Iterable[sp.Symbol]) -> str:
 Rule = Callable[[sp.Expr], Iterator[tuple[sp.Expr, sp.Expr]]]
 
 
-def _rewrite_each(expr: sp.Expr, rule: Rule) -> Iterator[tuple[sp.Expr, sp.Expr]]:
-    """Apply ``rule`` at every node of ``expr`` in turn: yields (rewritten whole expression, site)."""
-    yield from rule(expr)
-    if expr.is_Atom:
-        return
-    args = list(expr.args)
-    for i, arg in enumerate(args):
-        for new_arg, site in _rewrite_each(arg, rule):
-            new_args = args.copy()
-            new_args[i] = new_arg
-            yield expr.func(*new_args), site
+Path = tuple[tuple[sp.Expr, int], ...]  # (ancestor, index of the arg taken), from the root down
+
+
+def _preorder(expr: sp.Expr, path: Path = ()) -> Iterator[tuple[sp.Expr, Path]]:
+    """Every node of ``expr`` with its path, in pre-order (a node, then its args in order)."""
+    yield expr, path
+    for i, arg in enumerate(expr.args):
+        yield from _preorder(arg, path + ((expr, i),))
+
+
+def _sites(nodes: list[tuple[sp.Expr, Path]], rule: Rule) -> Iterator[tuple[sp.Expr, sp.Expr, Path]]:
+    """Apply ``rule`` at every node in turn (``nodes``: :func:`_preorder`): yields (replacement, site, path)."""
+    for node, path in nodes:
+        for new, site in rule(node):
+            yield new, site, path
+
+
+def rebuild_path(new: sp.Expr, path: Path) -> sp.Expr:
+    """The whole expression: ``new`` put in place at the end of ``path``, every ancestor rebuilt unevaluated."""
+    for node, i in reversed(path):
+        args = list(node.args)
+        args[i] = new
+        new = _rebuild(node, args)
+    return new
+
+
+class RawCandidate:
+    """A variant not built yet: ``new`` replaces the node at the end of ``path`` (the whole expression when ``path``
+    is empty). The engine screens it numerically from the values of ``new`` and the ancestors' other args, and only
+    :meth:`build` s the few that pass: the whole expression and the hint (printing the site costs more than the
+    numeric screen)."""
+
+    __slots__ = ("new", "path", "make")
+
+    def __init__(self, new: sp.Expr, path: Path, make: Callable[[sp.Expr], Candidate]):
+        self.new, self.path, self.make = new, path, make
+
+    def expr(self) -> sp.Expr:
+        return rebuild_path(self.new, self.path)
+
+    def build(self) -> Candidate:
+        return self.make(self.expr())
 
 
 def auto_mistakes(ref: sp.Expr, names: dict[str, sp.Symbol], linear: Iterable[sp.Symbol] = (),
@@ -129,126 +161,203 @@ def auto_mistakes(ref: sp.Expr, names: dict[str, sp.Symbol], linear: Iterable[sp
         substitutions: ``(tag, hint, mapping)``: a simultaneous substitution.
         whole: also apply whole-expression rules (sign, factor 2, extra sqrt of everything).
 
-    The variants are built unevaluated (``sympy.evaluate(False)``): they are only ever evaluated numerically, and
-    SymPy's automatic simplification with positive symbols costs ~5 ms a variant.
+    The variants are built unevaluated (each node constructed with ``evaluate=False``): they are only ever evaluated
+    numerically, and SymPy's automatic simplification with positive symbols costs ~5 ms a variant. The global
+    ``sympy.evaluate(False)`` switch would build the same trees, but each switch clears SymPy's whole cache
+    (~0.5 ms, and every later construction starts cold).
     """
-    with sp.evaluate(False):
-        return _auto_mistakes(ref, names, set(linear), swaps, substitutions, whole)
+    return [raw.build() for raw in raw_mistakes(ref, names, linear, swaps, substitutions, whole)]
 
 
-def _auto_mistakes(ref: sp.Expr, names: dict[str, sp.Symbol], linear: set[sp.Symbol],
-                   swaps: Iterable[tuple[str, str, Iterable[tuple[sp.Symbol, sp.Symbol]]]],
-                   substitutions: Iterable[tuple[str, str, dict[sp.Symbol, sp.Expr]]],
-                   whole: bool) -> list[Candidate]:
-    out: list[Candidate] = []
+def raw_mistakes(ref: sp.Expr, names: dict[str, sp.Symbol], linear: Iterable[sp.Symbol] = (),
+                 swaps: Iterable[tuple[str, str, Iterable[tuple[sp.Symbol, sp.Symbol]]]] = (),
+                 substitutions: Iterable[tuple[str, str, dict[sp.Symbol, sp.Expr]]] = (),
+                 whole: bool = True) -> Iterator[RawCandidate]:
+    """The variants of :func:`auto_mistakes`, in the same order, generated lazily and not yet built."""
+    return _raw_mistakes(ref, names, set(linear), swaps, substitutions, whole)
+
+
+# Unevaluated constructors: the trees ``sympy.evaluate(False)`` gives, without touching the global switch, and
+# without SymPy's construction cache (``cacheit`` keeps the undecorated constructor as ``__wrapped__``): hundreds of
+# throw-away variants per answer would otherwise evict the entries that make parsing the next answer fast.
+_ASSOC_NEW = getattr(sp.Add.__new__, "__wrapped__", sp.Add.__new__)  # AssocOp.__new__, shared by Add and Mul
+_POW_NEW = getattr(sp.Pow.__new__, "__wrapped__", sp.Pow.__new__)
+
+
+def _add(*args: sp.Expr) -> sp.Expr:
+    return _ASSOC_NEW(sp.Add, *args, evaluate=False)
+
+
+def _mul(*args: sp.Expr) -> sp.Expr:
+    return _ASSOC_NEW(sp.Mul, *args, evaluate=False)
+
+
+def _pow(base: sp.Expr, exp: sp.Expr) -> sp.Expr:
+    return _POW_NEW(sp.Pow, base, exp, evaluate=False)
+
+
+def _twice(e: sp.Expr) -> sp.Expr:
+    return _mul(e, sp.Integer(2)) if e.is_Number else _mul(sp.Integer(2), e)  # ``2 * e``: a Number multiplies first
+
+
+def _neg(e: sp.Expr) -> sp.Expr:
+    # Add.__neg__ is the only negation that goes through a (switch-dependent) constructor; Mul, Number and every
+    # other Expr negate by rearranging args, the same either way
+    return _mul(sp.S.NegativeOne, e) if e.is_Add else -e
+
+
+def _rebuild(e: sp.Expr, args: list[sp.Expr]) -> sp.Expr:
+    if e.is_Add or e.is_Mul:
+        return _ASSOC_NEW(e.func, *args, evaluate=False)
+    if e.is_Pow:
+        return _POW_NEW(sp.Pow, *args, evaluate=False)
+    return e.func(*args, evaluate=False)
+
+
+def _xreplace(e: sp.Expr, rule: dict[sp.Expr, sp.Expr]) -> sp.Expr:
+    """``e.xreplace(rule)`` building unevaluated nodes (as :meth:`sympy.Basic.xreplace` under ``evaluate(False)``)."""
+    return _xreplace_rec(e, rule)[0] if rule else e
+
+
+def _xreplace_rec(e: sp.Expr, rule: dict[sp.Expr, sp.Expr]) -> tuple[sp.Expr, bool]:
+    if e in rule:
+        return rule[e], True
+    args, changed = [], False
+    for a in e.args:
+        new, ch = _xreplace_rec(a, rule)
+        args.append(new)
+        changed |= ch
+    if changed:
+        return _rebuild(e, args), True
+    return e, False
+
+
+def _plain(tag: str, hint: str) -> Callable[[sp.Expr], Candidate]:
+    return lambda expr: Candidate(tag, hint, expr)
+
+
+def _raw_mistakes(ref: sp.Expr, names: dict[str, sp.Symbol], linear: set[sp.Symbol],
+                  swaps: Iterable[tuple[str, str, Iterable[tuple[sp.Symbol, sp.Symbol]]]],
+                  substitutions: Iterable[tuple[str, str, dict[sp.Symbol, sp.Expr]]],
+                  whole: bool) -> Iterator[RawCandidate]:
     free = ref.free_symbols
+    nodes = list(_preorder(ref))
 
     for tag, hint, pairs in swaps:
         mapping = {}
         for a, b in pairs:
             mapping[a], mapping[b] = b, a
-        out.append(Candidate(tag, hint, ref.xreplace(mapping)))
+        yield RawCandidate(_xreplace(ref, mapping), (), _plain(tag, hint))
     for tag, hint, mapping in substitutions:
-        out.append(Candidate(tag, hint, ref.xreplace(mapping)))
+        yield RawCandidate(_xreplace(ref, mapping), (), _plain(tag, hint))
     for tag, a, b in _SYMBOL_SWAPS:
         if a in names and b in names and (names[a] in free or names[b] in free):
-            out.append(Candidate(tag, RULE_HINTS[tag].format(site=""),
-                                 ref.xreplace({names[a]: names[b], names[b]: names[a]})))
+            yield RawCandidate(_xreplace(ref, {names[a]: names[b], names[b]: names[a]}), (),
+                               _plain(tag, RULE_HINTS[tag].format(site="")))
     for tag, a, b in _SYMBOL_SWAPS:  # one occurrence only
         if a in names and b in names:
             for src, dst in ((names[a], names[b]), (names[b], names[a])):
                 def one(e: sp.Expr, src: sp.Symbol = src, dst: sp.Symbol = dst) -> Iterator[tuple[sp.Expr, sp.Expr]]:
                     if e == src:
                         yield dst, e
-                for new, _site in _rewrite_each(ref, one):
-                    out.append(Candidate(tag, _ONE_SWAP_HINT.format(a=dst.name, b=src.name, site=""), new,
-                                         swap=(dst.name, src.name)))
 
-    def has_linear(e: sp.Expr) -> bool:
-        return bool(e.free_symbols & linear)
+                def make_swap(expr: sp.Expr, tag: str = tag, src: sp.Symbol = src, dst: sp.Symbol = dst) -> Candidate:
+                    return Candidate(tag, _ONE_SWAP_HINT.format(a=dst.name, b=src.name, site=""), expr,
+                                     swap=(dst.name, src.name))
+                for new, _site, path in _sites(nodes, one):
+                    yield RawCandidate(new, path, make_swap)
 
-    def add(tag: str, rule: Rule) -> None:
-        for new, site in _rewrite_each(ref, rule):
-            where = describe_site(site, linear)
-            if tag in _NAMED_SITE and site is not None and not site.is_Number:
-                printed = sp.sstr(site, order="none")
-                if len(printed) <= 40:
-                    where = f": `{printed}`"
-            out.append(Candidate(tag, RULE_HINTS[tag].format(site=where), new, site=where))
+    lin_memo: dict[sp.Expr, bool] = {}
+
+    def has_linear(e: sp.Expr) -> bool:  # memoized: several rules ask at every node, and free_symbols is not cached
+        hit = lin_memo.get(e)
+        if hit is None:
+            hit = lin_memo[e] = bool(e.free_symbols & linear)
+        return hit
+
+    def add(tag: str, rule: Rule) -> Iterator[RawCandidate]:
+        for new, site, path in _sites(nodes, rule):
+            def make(expr: sp.Expr, tag: str = tag, site: sp.Expr = site) -> Candidate:
+                where = describe_site(site, linear)
+                if tag in _NAMED_SITE and site is not None and not site.is_Number:
+                    printed = sp.sstr(site, order="none")
+                    if len(printed) <= 40:
+                        where = f": `{printed}`"
+                return Candidate(tag, RULE_HINTS[tag].format(site=where), expr, site=where)
+            yield RawCandidate(new, path, make)
 
     def dropped_sqrt(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if e.is_Pow and e.exp in (_HALF, -_HALF):
-            yield e.base ** (sp.Integer(1) if e.exp > 0 else sp.Integer(-1)), e
+            yield _pow(e.base, sp.Integer(1) if e.exp > 0 else sp.Integer(-1)), e
 
     def extra_sqrt(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if has_linear(e) or e.is_Number:
             return
         if e.is_Symbol or e.is_Add or (e.is_Pow and e.exp.is_Integer):
-            yield sp.sqrt(e), e
+            yield _pow(e, _HALF), e
 
     def dropped_square(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if e.is_Pow and e.exp in (2, -2):
-            yield e.base ** (sp.Integer(1) if e.exp > 0 else sp.Integer(-1)), e
+            yield _pow(e.base, sp.Integer(1) if e.exp > 0 else sp.Integer(-1)), e
 
     def inverted_ratio(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if e.is_Pow and e.exp.is_negative and not has_linear(e.base):
-            yield e.base ** (-e.exp), e
+            yield _pow(e.base, _neg(e.exp)), e
         if e.is_Mul:
             factors = [f for f in e.args if not f.is_Number and not has_linear(f)]
             if len(factors) > 1:  # the whole ratio upside down
-                yield sp.Mul(*[f ** -1 if f in factors else f for f in e.args]), e
+                yield _mul(*[_pow(f, sp.S.NegativeOne) if f in factors else f for f in e.args]), e
             for i, f in enumerate(e.args):  # one factor moved across the fraction bar
                 if f in factors and not (f.is_Pow and f.exp.is_negative):
-                    yield sp.Mul(*e.args[:i], f ** -1, *e.args[i + 1:]), f
+                    yield _mul(*e.args[:i], _pow(f, sp.S.NegativeOne), *e.args[i + 1:]), f
 
     def sign_error(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if e.is_Add:
             for i, term in enumerate(e.args):
-                yield sp.Add(*e.args[:i], -term, *e.args[i + 1:]), term
+                yield _add(*e.args[:i], _neg(term), *e.args[i + 1:]), term
 
     def factor_2(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if e.is_Add:
             for i, term in enumerate(e.args):
-                yield sp.Add(*e.args[:i], 2 * term, *e.args[i + 1:]), term
+                yield _add(*e.args[:i], _twice(term), *e.args[i + 1:]), term
 
     def missing_term(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if e.is_Add:
             for i, term in enumerate(e.args):
-                yield sp.Add(*e.args[:i], *e.args[i + 1:]), term
+                yield _add(*e.args[:i], *e.args[i + 1:]), term
 
     def dropped_denominator(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if e.is_Mul:
             for i, f in enumerate(e.args):
                 if f.is_Pow and f.exp.is_negative and not has_linear(f):
-                    yield sp.Mul(*e.args[:i], *e.args[i + 1:]), f
+                    yield _mul(*e.args[:i], *e.args[i + 1:]), f
 
     def missing_factor(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if e.is_Mul:
             for i, f in enumerate(e.args):
                 if not f.is_Number and not has_linear(f) and not (f.is_Pow and f.exp.is_negative):
-                    yield sp.Mul(*e.args[:i], *e.args[i + 1:]), f
+                    yield _mul(*e.args[:i], *e.args[i + 1:]), f
 
     def factor_half(e: sp.Expr) -> Iterator[tuple[sp.Expr, sp.Expr]]:
         if e.is_Add:
             for i, term in enumerate(e.args):
-                yield sp.Add(*e.args[:i], _HALF * term, *e.args[i + 1:]), term
+                yield _add(*e.args[:i], _mul(_HALF, term), *e.args[i + 1:]), term
 
-    add("dropped_sqrt", dropped_sqrt)
-    add("dropped_square", dropped_square)
-    add("extra_sqrt", extra_sqrt)
+    yield from add("dropped_sqrt", dropped_sqrt)
+    yield from add("dropped_square", dropped_square)
+    yield from add("extra_sqrt", extra_sqrt)
     if whole:
-        out.append(Candidate("whole_sqrt", RULE_HINTS["whole_sqrt"], sp.sqrt(ref)))
-        out.append(Candidate("whole_square", RULE_HINTS["whole_square"], ref ** 2))
-    add("inverted_ratio", inverted_ratio)
+        yield RawCandidate(_pow(ref, _HALF), (), _plain("whole_sqrt", RULE_HINTS["whole_sqrt"]))
+        yield RawCandidate(_pow(ref, sp.Integer(2)), (), _plain("whole_square", RULE_HINTS["whole_square"]))
+    yield from add("inverted_ratio", inverted_ratio)
     if whole:
-        out.append(Candidate("sign_error", RULE_HINTS["sign_error"].format(site=""), -ref))
-    add("sign_error", sign_error)
+        yield RawCandidate(_neg(ref), (), _plain("sign_error", RULE_HINTS["sign_error"].format(site="")))
+    yield from add("sign_error", sign_error)
     if whole:
-        out.append(Candidate("factor_2", RULE_HINTS["whole_factor_2"], 2 * ref))
-        out.append(Candidate("factor_half", RULE_HINTS["whole_factor_half"], _HALF * ref))
-    add("factor_2", factor_2)
-    add("factor_half", factor_half)
-    add("dropped_denominator", dropped_denominator)
-    add("missing_term", missing_term)
-    add("missing_factor", missing_factor)
-    return out
+        yield RawCandidate(_twice(ref), (), _plain("factor_2", RULE_HINTS["whole_factor_2"]))
+        yield RawCandidate(_mul(_HALF, ref), (), _plain("factor_half", RULE_HINTS["whole_factor_half"]))
+    yield from add("factor_2", factor_2)
+    yield from add("factor_half", factor_half)
+    yield from add("dropped_denominator", dropped_denominator)
+    yield from add("missing_term", missing_term)
+    yield from add("missing_factor", missing_factor)

@@ -2,8 +2,9 @@
 
 An in-process alarm cannot stop SymPy or mpmath inside a C-level big-integer multiplication (a SIGALRM-based limit
 let a pathological ``simplify`` run past 8 s here), so every check runs in a separate process that can be killed.
-The process is started lazily on the first check (``python -m ddpm_lessons.checks.worker``; ~0.5 s), kept for the
-whole session (a typical check then costs a few ms plus ~0.2 ms of pipe traffic) and replaced after a kill.
+The process is started lazily on the first check (``python -c "...worker import serve; serve()"``; ~0.5 s, nearly
+all of it importing SymPy), kept for the whole session (a typical check then costs a few ms plus ~0.2 ms of pipe
+traffic) and replaced after a kill.
 
 Protocol: one JSON object per line. The parent writes ``{"id", "qid", "answer", "source", "steps"}`` to the worker's
 stdin (``steps``: a list for a derivation chain, else null);
@@ -18,6 +19,7 @@ limit, and the evidence says so. ``DDPM_LESSONS_CHECK_WORKER=0`` forces that mod
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import queue
@@ -63,9 +65,21 @@ def serve() -> None:
     except (ImportError, ValueError, OSError):
         pass
 
-    from . import engine  # the heavy imports (SymPy, mpmath) happen here, in the worker only
+    # The heavy imports (SymPy, mpmath) happen here, in the worker only, with the cyclic GC paused: importing SymPy
+    # allocates ~150k long-lived objects, and collecting while they are created costs ~10% of the import. They are
+    # then frozen (never scanned again), as is each question's preparation: a full collection of that heap would
+    # otherwise pause a check for ~100 ms now and then.
+    gc.disable()
+    from . import engine
 
+    try:
+        engine.warm()
+    except Exception:  # noqa: BLE001 - a warm-up is optional: the first check would do the same work
+        pass
+    gc.freeze()
+    gc.enable()
     send({"ready": True, "pid": os.getpid()})
+    n_prepared = len(engine._PREPARED)
     for line in sys.stdin:
         try:
             req = json.loads(line)
@@ -94,9 +108,16 @@ def serve() -> None:
         if isinstance(res.get("details"), dict):
             res["details"]["cpu_ms"] = round(1e3 * (time.process_time() - cpu0), 3)  # the worker's own CPU time
         send({"id": rid, "phase": "final", "result": res})
+        if len(engine._PREPARED) != n_prepared:  # a question prepared for the first time: it stays, freeze it too
+            n_prepared = len(engine._PREPARED)
+            gc.freeze()
 
 
 # -- parent side ----------------------------------------------------------------------------------------------------
+# not ``-m ddpm_lessons.checks.worker``: that runs this module twice (imported by the package, then as __main__)
+_WORKER_MAIN = "from ddpm_lessons.checks.worker import serve; serve()"
+
+
 class Client:
     """Owns one worker process; thread-safe; restarts the worker after a kill or a crash."""
 
@@ -115,8 +136,9 @@ class Client:
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("SYMPY_CACHE_SIZE", "10000")  # SymPy's default 1000 entries: a few checks' worth of sub-terms
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "ddpm_lessons.checks.worker"], stdin=subprocess.PIPE,
+            proc = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
                                     encoding="utf-8", bufsize=1)
         except (OSError, ValueError):

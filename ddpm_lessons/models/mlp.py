@@ -99,7 +99,9 @@ class MLPDenoiser(nn.Module):
             raise ValueError(f"xt must have shape (B, {self.dim}), got {tuple(xt.shape)}")
         if t.ndim == 0:
             t = t.expand(xt.shape[0])
-        emb = self.time_mlp(sinusoidal_embedding(t, self.emb_dim, dtype=xt.dtype))  # (B, E)
+        if protocol.is_shared_t(t):  # one step for the batch (the samplers): embed it once, broadcast below
+            t = t[:1]
+        emb = self.time_mlp(sinusoidal_embedding(t, self.emb_dim, dtype=xt.dtype))  # (B or 1, E)
         emb = F.silu(add_class_embedding(emb, self.class_emb, cond))
         h = self.inp(xt)  # (B, hidden)
         for blk in self.blocks:

@@ -2,7 +2,9 @@
 
     model(xt, t, cond=None) -> out
         xt    (B, C, ...) noisy data x_t
-        t     (B,) LongTensor of the model's training chain's time steps, 1..T (paper indexing)
+        t     (B,) LongTensor of the model's training chain's time steps, 1..T (paper indexing). The samplers and
+              the bound pass one step for the whole batch as a stride-0 expansion (:func:`shared_t`); a model may
+              read ``is_shared_t(t)`` and embed the step once (the MLP does), or treat ``t`` as any (B,) tensor
         cond  None, or (B,) LongTensor of class ids in 0..num_classes; the id ``null_label`` (= num_classes) and
               cond=None both mean "unconditional" ([CFG]: one network, a learned null class)
         out   the prediction named by ``objective``, shape of xt; with ``learn_sigma`` twice the channels
@@ -15,9 +17,10 @@ Attributes a model declares (read through the functions below, each with its one
     num_classes  int, 0 for an unconditional model      default 0
     null_label   num_classes when conditional, else None
 
-Helpers: :func:`split_output` (prediction and variance logits), :func:`class_ids` (normalise a ``cond`` argument),
-:func:`device_of` (where a model's parameters live, the CPU for a parameterless model) and :func:`eval_mode` (a
-context manager that restores train/eval mode).
+Helpers: :func:`shared_t` / :func:`is_shared_t` (one time step for a whole batch), :func:`split_output`
+(prediction and variance logits), :func:`class_ids` (normalise a ``cond`` argument), :func:`device_of` (where a
+model's parameters live, the CPU for a parameterless model) and :func:`eval_mode` (a context manager that restores
+train/eval mode).
 
 References:
     [DDPM]  Ho, Jain, Abbeel 2020, arXiv:2006.11239
@@ -35,7 +38,7 @@ from contextlib import contextmanager
 import torch
 
 __all__ = ["OBJECTIVES", "check_objective", "declare", "objective", "learn_sigma", "num_classes", "null_label",
-           "split_output", "class_ids", "device_of", "eval_mode"]
+           "shared_t", "is_shared_t", "split_output", "class_ids", "device_of", "eval_mode"]
 
 OBJECTIVES = ("eps", "x0", "v")
 
@@ -82,6 +85,20 @@ def null_label(model: Model) -> int | None:
         return None
     label = getattr(model, "null_label", None)
     return n if label is None else int(label)
+
+
+def shared_t(step: int, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The time step ``step`` for a batch of ``batch`` examples: a (batch,) LongTensor that is a stride-0 expansion of
+    one element (a view: nothing is copied, and nothing has to be synchronised to recognise it)."""
+    return torch.full((1,), int(step), dtype=torch.long, device=device).expand(batch)
+
+
+def is_shared_t(t: torch.Tensor) -> bool:
+    """True when ``t`` (B,) is one step expanded over the batch (:func:`shared_t`): ``t[:1]`` then stands for all of it.
+
+    Read from the strides only, so it costs no device synchronisation; a materialised tensor of equal steps is False.
+    """
+    return t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0
 
 
 def split_output(model: Model, out: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
