@@ -90,20 +90,18 @@ def predict(model: protocol.Model, sched: Schedule, xt: torch.Tensor, i: int, co
     schedule's ᾱ. ``cond``: a LongTensor (B,) or None (see ``protocol.class_ids``). Returns tensors like xt.
     """
     B = xt.shape[0]
-    step = int(sched.host.timesteps[i])
-    t_model = protocol.shared_t(step, B, xt.device)
-    t_i = torch.full((B,), i, dtype=torch.long, device=xt.device)
     guided = cond is not None and w != 0.0
-    if guided:  # rows 0..B-1 conditional, B..2B-1 unconditional
-        x_in, t_in = torch.cat([xt, xt]), protocol.shared_t(step, 2 * B, xt.device)
-        c_in = torch.cat([cond, torch.full_like(cond, protocol.null_label(model))])
-        t_conv = torch.cat([t_i, t_i])
+    rows = 2 * B if guided else B  # guided: rows 0..B-1 conditional, B..2B-1 unconditional
+    t_in = protocol.shared_t(int(sched.host.timesteps[i]), rows, xt.device)  # the original step the model saw
+    t_conv = protocol.shared_t(i, rows, xt.device)  # index i into sched's own tables
+    if guided:
+        x_in, c_in = torch.cat([xt, xt]), torch.cat([cond, torch.full_like(cond, protocol.null_label(model))])
     else:
-        x_in, t_in, c_in, t_conv = xt, t_model, cond, t_i
+        x_in, c_in = xt, cond
     pred, var_logits = protocol.split_output(model, model(x_in, t_in, c_in), x_in)
     eps = fwd.pred_to_eps(sched, x_in, t_conv, pred, protocol.objective(model))
     if guided:
         eps = cfg_eps(eps[:B], eps[B:], w)  # [CFG] Eq. 6
         var_logits = None if var_logits is None else var_logits[:B]
-    log_var = None if var_logits is None else log_variance(sched, t_i, xt, var_logits)
+    log_var = None if var_logits is None else log_variance(sched, t_conv[:B], xt, var_logits)
     return eps, log_var

@@ -38,7 +38,7 @@ def test_memoized_values_are_those_of_the_compiled_variants(qid: str) -> None:
     swaps, subs = p.swaps_subs
     n = 0
     for src in _sources(qid):
-        f_all, f_one, mp3 = engine._Memo(p.fpoints), engine._Memo1(p.fpoints[0]), engine._Memo(p.points[:3],
+        f_all, f_one, mp3 = engine._Memo(p.fpoints), engine._Memo(p.fpoints[:1]), engine._Memo(p.points[:3],
                                                                                                  engine._MP_OPS)
         for raw in raw_mistakes(src, p.symbols, p.linear, swaps, subs):
             expr = raw.expr()
@@ -46,7 +46,7 @@ def test_memoized_values_are_those_of_the_compiled_variants(qid: str) -> None:
             want_f = [engine._eval_f(ff, env) for env in p.fpoints]
             got_f = [engine._post_f(v) for v in f_all.raw_values(raw)]
             assert all(_same(a, b) for a, b in zip(got_f, want_f, strict=True)), expr
-            assert _same(engine._post_f(f_one.raw_values(raw)), want_f[0]), expr
+            assert _same(engine._post_f(f_one.raw_values(raw)[0]), want_f[0]), expr
             want_mp = [repr(engine._eval(fm, env)) for env in p.points[:3]]
             assert [repr(engine._post_mp(v)) for v in mp3.raw_values(raw)] == want_mp, expr
             n += 1

@@ -272,60 +272,6 @@ class _Memo:
         return tuple(_ERR if v is _ERR else self._call(fn, v) for v in vals)
 
 
-class _Memo1(_Memo):
-    """:class:`_Memo` at a single point, on plain values instead of 1-tuples: the first screen of every variant."""
-
-    def __init__(self, env: dict[str, Any], ops: _Ops = _FLOAT_OPS):
-        super().__init__([env], ops)
-        self.env = env
-
-    def _compute(self, expr: sp.Expr) -> Any:
-        if expr.is_Symbol:
-            return self.env[expr.name]
-        if expr.is_Rational:
-            return self.ops.rational(int(expr.p), int(expr.q))
-        if expr is sp.pi:
-            return self.ops.pi
-        if expr is sp.E:
-            return self.ops.e
-        return self._apply(expr, [None] * len(expr.args))
-
-    def _apply(self, expr: sp.Expr, given: list[Any]) -> Any:
-        args = expr.args
-        if expr.is_Add or expr.is_Mul:
-            vals = [self.values(a) if g is None else g for a, g in zip(args, given, strict=True)]
-            if any(v is _ERR for v in vals):
-                return _ERR
-            try:
-                acc = vals[0]
-                if expr.is_Add:
-                    for v in vals[1:]:
-                        acc = acc + v
-                else:
-                    for v in vals[1:]:
-                        acc = acc * v
-            except _F_ERRORS:
-                return _ERR
-            return acc
-        if expr.is_Pow:
-            b = self.values(args[0]) if given[0] is None else given[0]
-            ex = expr.exp
-            if ex.is_Integer:
-                n = int(ex)
-                return _ERR if b is _ERR else self._call(lambda: b ** n)
-            sqrt = self.ops.sqrt
-            if ex == sp.Rational(1, 2):
-                return _ERR if b is _ERR else self._call(sqrt, b)
-            if ex == sp.Rational(-1, 2):
-                return _ERR if b is _ERR else self._call(lambda: 1 / sqrt(b))
-            e = self.values(ex)
-            return _ERR if b is _ERR or e is _ERR else self._call(self.ops.power, b, e)
-        if expr.func in self.ops.funcs and len(args) == 1:
-            a = self.values(args[0]) if given[0] is None else given[0]
-            return _ERR if a is _ERR else self._call(self.ops.funcs[expr.func], a)
-        raise EvalError(f"cannot evaluate `{expr.func.__name__}`")
-
-
 F_TOL = 1e-8  # relative agreement required of the float screen (double rounding is ~1e-16; cancellation costs digits)
 
 
@@ -821,7 +767,7 @@ def diagnose(p: Prepared, target: sp.Expr, target_f: list[float | None], expr: s
             searches.append((expanded, mine_f, False, expr))
     if _smaller_than(expr, DIAGNOSE_MAX_NODES):
         searches.append((expr, target_f, True, target))
-    screen1, screen4 = _Memo1(p.fpoints[0]), _Memo(p.fpoints[:4])
+    screen1, screen4 = _Memo(p.fpoints[:1]), _Memo(p.fpoints[:4])
     for source, against, inverse, other in searches:
         raws = islice(raw_mistakes(source, p.symbols, p.linear, swaps, subs), MAX_DIAGNOSE)
         other_mp: list[Value] | None = None
@@ -835,7 +781,7 @@ def diagnose(p: Prepared, target: sp.Expr, target_f: list[float | None], expr: s
             if deadline is not None and time.monotonic() > deadline:
                 return None
             try:  # most variants fail at the first point: screen on 1, then 4 (unbuilt), then on all of them
-                if not _close_f(_post_f(screen1.raw_values(raw)), against[0]):
+                if not _close_f(_post_f(screen1.raw_values(raw)[0]), against[0]):
                     continue
                 first = screen4.raw_values(raw)
             except EvalError:
