@@ -1,7 +1,8 @@
 """Storing trained models: the one cache folder, atomic writes, checkpoints, cache keys and fingerprints.
 
 * :func:`cache_dir` -- ``$DDPM_LESSONS_CACHE``, else ``~/.cache/ddpm_lessons/models``: every file this package writes
-  on its own (trained lesson models, classifiers) goes there.
+  on its own (trained lesson models, classifiers, and under ``data/`` the digits split read from scikit-learn once,
+  so that later kernels skip its 2-4 s import) goes there.
 * :func:`atomic_write` / :func:`atomic_torch_save` -- write to a hidden temporary file beside the target, fsync,
   ``os.replace``: a reader sees the old file or the complete new one, never a partial file.
 * :func:`save_checkpoint` / :func:`load` -- a :class:`~ddpm_lessons.train.TrainResult` as a ``torch.save`` file of

@@ -2,8 +2,9 @@
 
 ``profile()`` picks the sizes the notebooks use:
 
-* ``ci``  -- ``CI=true`` or ``DDPM_LESSONS_PROFILE=ci``: tiny sizes, each notebook well under a minute on 2 CPU cores;
-* ``cpu`` -- the default without CUDA: a few minutes per notebook on a laptop;
+* ``ci``  -- ``CI=true`` or ``DDPM_LESSONS_PROFILE=ci``: short training for any model that is not shipped (the tests);
+* ``cpu`` -- the default without CUDA: the shipped lesson models and the same evaluation sizes as ``ci``, each
+  notebook in about 10-30 s on 2 CPU cores (bench/bench_notebooks.py);
 * ``gpu`` -- CUDA present: bigger models and data.
 
 The maths a notebook shows is the same in every profile; only sizes (training steps, sample counts, model width)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zipfile
 from collections.abc import Iterator
 from functools import lru_cache
 
@@ -108,16 +109,54 @@ def checkerboard(n: int, cells: int = 4, half_width: float = 2.0, generator: tor
 # --------------------------------------------------------------------------------------------------------------
 
 DIGITS_TEST_FRACTION = 0.2  # stratified: 1,437 train and 360 test images
+DIGITS_N = 1797
 
 
-@lru_cache(maxsize=8)
-def _digits_split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _sklearn_version() -> str:
+    from importlib.metadata import version
+
+    return version("scikit-learn")
+
+
+def _digits_from_sklearn(seed: int | None) -> tuple[np.ndarray, ...]:
+    """(images, target) of ``load_digits`` for ``seed=None``, else its ``train_test_split`` (x_tr, x_te, y_tr, y_te)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
+    if seed is None:
+        return d.images, d.target
     return tuple(train_test_split(d.images, d.target, test_size=DIGITS_TEST_FRACTION, stratify=d.target,
                                   random_state=seed))
+
+
+@lru_cache(maxsize=8)
+def _digits_arrays(seed: int | None) -> tuple[np.ndarray, ...]:
+    """:func:`_digits_from_sklearn`, kept as an ``.npz`` in the package's cache folder after the first call.
+
+    Importing scikit-learn costs 2-4 s (SciPy's stats module), more than the rest of a notebook's imports, and the
+    arrays never change for a given scikit-learn version and seed: the file name carries both. A file that cannot be
+    read (truncated, edited) is rebuilt from scikit-learn and replaced; nothing else in the folder is touched.
+    """
+    from ddpm_lessons.cache import atomic_write, cache_dir
+
+    path = cache_dir() / "data" / f"digits-sklearn-{_sklearn_version()}-{'all' if seed is None else f'seed{seed}'}.npz"
+    n = 2 if seed is None else 4
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = tuple(f[f"a{i}"] for i in range(n))
+        images, targets = arrays[: n // 2], arrays[n // 2:]
+        if (all(x.shape[1:] == (8, 8) and len(x) == len(y) for x, y in zip(images, targets, strict=True))
+                and sum(map(len, images)) == DIGITS_N):
+            return arrays
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass
+    arrays = _digits_from_sklearn(seed)
+    try:
+        atomic_write(path, lambda f: np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)}))
+    except OSError:  # a read-only cache folder: keep working without the file
+        pass
+    return arrays
 
 
 def digits(split: str = "train", seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -127,12 +166,9 @@ def digits(split: str = "train", seed: int = 0) -> tuple[Tensor, Tensor]:
     (``"all"`` returns all 1,797 in scikit-learn's order). The same seed always gives the same split.
     """
     if split == "all":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        images, target = d.images, d.target
+        images, target = _digits_arrays(None)
     elif split in ("train", "test"):
-        x_tr, x_te, y_tr, y_te = _digits_split(int(seed))
+        x_tr, x_te, y_tr, y_te = _digits_arrays(int(seed))
         images, target = (x_tr, y_tr) if split == "train" else (x_te, y_te)
     else:
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")

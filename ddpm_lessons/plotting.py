@@ -6,6 +6,7 @@ Colours: data in grey, model samples in the course blue, exact quantities in bla
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Sequence
 
@@ -19,12 +20,22 @@ COLORS = {"data": "#9e9e9e", "model": "#1f5fbf", "exact": "#111111", "accent": "
 
 
 def setup() -> None:
-    """Course-wide matplotlib defaults (called once at the top of each notebook)."""
+    """Course-wide matplotlib defaults, called once at the top of each notebook, after its imports.
+
+    It also moves every object alive at that point (mostly the modules just imported: torch, SymPy, matplotlib,
+    several hundred thousand objects) into the garbage collector's permanent generation with ``gc.freeze()``, after
+    collecting the two young generations so that fresh garbage is not kept (a full collection would cost 0.2 s).
+    Those objects live as long as the kernel does anyway; the collector then stops walking them on every full
+    collection and at exit, which makes a kernel's shutdown (a restart) about 1.2 s shorter (0.3 s instead of
+    1.5 s, measured with nbclient on 2 cores).
+    """
     plt.rcParams.update({
         "figure.dpi": 90, "savefig.dpi": 90, "figure.figsize": (6.0, 3.6), "axes.spines.top": False,
         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "font.size": 10, "legend.frameon": False,
         "image.cmap": "gray_r", "svg.hashsalt": "ddpm-lessons",
     })
+    gc.collect(1)
+    gc.freeze()
 
 
 def new_axes(n: int = 1, width: float = 3.4, height: float = 3.2, **kw):

@@ -68,3 +68,24 @@ def test_in_process_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     r = check("forward_var", "1 - alpha_bar_t")
     assert r.ok and r.evidence.endswith("(in-process: no hard time limit)")
     assert worker.client().pid is None
+
+
+def test_a_worker_stopped_from_outside_is_reaped_and_replaced() -> None:
+    """Jupyter stops a kernel by signalling its children until none is left: a dead worker must not stay a zombie
+    (that kept every notebook's shutdown waiting ~2.3 s, then the kernel was killed without its exit handlers)."""
+    import os
+    import signal
+
+    assert check("cfg_s", "s*eps_c + (1 - s)*eps_u").ok
+    pid = worker.client().pid
+    os.kill(pid, signal.SIGTERM)  # what ipykernel sends at shutdown
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)  # succeeds for a live process and for an unreaped zombie
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail(f"worker {pid} was not reaped within 10 s of SIGTERM")
+    assert check("cfg_s", "s*eps_c + (1 - s)*eps_u").ok and worker.client().pid != pid  # a fresh worker

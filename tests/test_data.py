@@ -63,6 +63,42 @@ def test_digits_split():
         data.digits("val")
 
 
+def test_digits_cache_equals_sklearn_and_survives_bad_files(tmp_path, monkeypatch):
+    """The cached split is sklearn's own split, byte for byte; a broken file is rebuilt; no cache folder still works."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    monkeypatch.setenv("DDPM_LESSONS_CACHE", str(tmp_path))
+    data._digits_arrays.cache_clear()
+    d = load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(d.images, d.target, test_size=0.2, stratify=d.target, random_state=3)
+    got_tr, got_te = data.digits("train", seed=3), data.digits("test", seed=3)
+    assert torch.equal(got_tr[0], torch.from_numpy(x_tr.astype(np.float32) / 8 - 1)[:, None])
+    assert torch.equal(got_te[1], torch.from_numpy(y_te).long()) and torch.equal(got_tr[1], torch.from_numpy(y_tr))
+    assert torch.equal(got_te[0], torch.from_numpy(x_te.astype(np.float32) / 8 - 1)[:, None])
+    files = sorted((tmp_path / "data").glob("digits-*.npz"))
+    assert [f.name.rsplit("-", 1)[1] for f in files] == ["seed3.npz"]
+    # a second process reads the file: simulate by clearing the in-memory cache; same tensors, sklearn not needed
+    data._digits_arrays.cache_clear()
+    monkeypatch.setattr(data, "_digits_from_sklearn", lambda seed: pytest.fail("rebuilt a valid cache file"))
+    assert torch.equal(data.digits("train", seed=3)[0], got_tr[0])
+    monkeypatch.undo()
+    monkeypatch.setenv("DDPM_LESSONS_CACHE", str(tmp_path))
+    for broken in (b"", b"PK\x03\x04 not a zip", None):
+        data._digits_arrays.cache_clear()
+        if broken is None:  # a valid npz with the wrong arrays
+            np.savez(files[0], a0=np.zeros((3, 8, 8)), a1=np.zeros(3), a2=np.zeros((1, 8, 8)), a3=np.zeros(1))
+        else:
+            files[0].write_bytes(broken)
+        assert torch.equal(data.digits("test", seed=3)[0], got_te[0])
+    data._digits_arrays.cache_clear()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("DDPM_LESSONS_CACHE", str(blocked))  # the cache folder cannot be created
+    assert torch.equal(data.digits("all")[1], torch.from_numpy(d.target).long())
+    data._digits_arrays.cache_clear()
+
+
 # ---- readers ----------------------------------------------------------------------------------------------------
 
 def _write_idx(path, arr: np.ndarray, code: int, compress: bool) -> None:

@@ -227,6 +227,12 @@ def test_grid_sample_tilted():
     assert bool(((s.mean(0) - mean).abs() < 5 * sd / math.sqrt(n) + 2e-3).all())  # + quadrature error
     assert float(mean.norm()) > float(mix.conditional(0).mean().norm()) + 0.05
     assert torch.equal(mix.grid_sample_tilted(0, 3.0, 10, _gen(1)), mix.grid_sample_tilted(0, 3.0, 10, _gen(1)))
+    # the grid's probabilities are kept per mixture, label, w and box: a second mixture with the same label and w
+    # (equal-looking but shifted) must not get the first one's grid
+    shifted = mixture_2x2(spacing=3.0)
+    far = shifted.grid_sample_tilted(0, 3.0, n, _gen(52)).double()
+    assert float((far.mean(0) - s.mean(0)).norm()) > 0.3
+    assert not torch.equal(mix.grid_sample_tilted(1, 3.0, 10, _gen(1)), mix.grid_sample_tilted(0, 3.0, 10, _gen(1)))
 
 
 def test_bad_inputs():

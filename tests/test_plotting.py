@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -31,6 +34,24 @@ def test_image_grid_tiles_in_row_major_order_with_padding():
     assert rgb.shape[-1] == 3 and rgb.max() == 1.0
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         plotting.image_grid(torch.zeros(3, 4, 4))
+
+
+def test_setup_freezes_what_was_imported_and_keeps_no_garbage():
+    class Cycle:
+        pass
+
+    gc.unfreeze()
+    a = Cycle()
+    a.self = a  # cyclic garbage once the name goes: setup collects it before freezing
+    ref = weakref.ref(a)
+    del a
+    try:
+        plotting.setup()
+        assert ref() is None  # collected, not frozen
+        assert gc.get_freeze_count() > 10_000  # torch, matplotlib, numpy ... are in the permanent generation
+        assert plt.rcParams["image.cmap"] == "gray_r"
+    finally:
+        gc.unfreeze()
 
 
 def test_helpers_draw_into_given_axes_and_return_them():

@@ -19,6 +19,7 @@ limit, and the evidence says so. ``DDPM_LESSONS_CHECK_WORKER=0`` forces that mod
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import json
 import os
@@ -146,13 +147,19 @@ class Client:
             return
         q: queue.Queue = queue.Queue()
 
-        def pump(stream: Any = proc.stdout, q: queue.Queue = q) -> None:
+        def pump(stream: Any = proc.stdout, q: queue.Queue = q, proc: subprocess.Popen = proc) -> None:
             for line in stream:
                 try:
                     q.put(json.loads(line))
                 except ValueError:
                     continue
             q.put(None)  # EOF: the worker exited
+            # Reap it at once, whoever stopped it. A dead but unreaped worker stays a zombie child, and Jupyter's
+            # kernel shuts down by signalling its children until none is left (ipykernel's
+            # _progressively_terminate_all_children): a zombie kept every notebook that ran a check waiting ~2.3 s
+            # for that loop, until the kernel manager killed the kernel without running its exit handlers.
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
 
         threading.Thread(target=pump, daemon=True, name="ddpm-lessons-check-reader").start()
         self._proc, self._queue, self._ready, self._pending = proc, q, False, None
