@@ -255,8 +255,11 @@ def test_classifier_accuracy_determinism_and_disk_cache(trained, tmp_path, monke
     assert metrics.digit_classifier(seed=1) is clf  # once per process
     # deterministic: a second training from scratch gives the same weights
     assert _same_weights(metrics.digit_classifier(seed=1, cache=False), clf)
-    # one new file in the folder, nothing else changed
+    # one new model file in the folder (beside data/, the digits split cached on first read), nothing else changed
     files = sorted(os.listdir(folder))
+    data_files = sorted(os.listdir(folder / "data")) if "data" in files else []
+    assert all(f.startswith("digits-sklearn-") and f.endswith(".npz") for f in data_files), data_files
+    files = [f for f in files if f != "data"]
     assert len(files) == 2 and "someone_elses_file.txt" in files
     (cached,) = [folder / f for f in files if f != "someone_elses_file.txt"]
     assert (folder / "someone_elses_file.txt").read_text() == "keep me"
