@@ -317,7 +317,7 @@ class GaussianMixture:
 def _tilted_grid(mix: GaussianMixture, label: int, w: float, resolution: int, lo: float, hi: float
                  ) -> tuple[Tensor, Tensor]:
     """The cell centres (resolution^D, D) and normalised cell probabilities of ``grid_sample_tilted``, kept for
-    repeated draws (a metric's floor draws the same density 20 times; each evaluation is 40,000 log-densities).
+    repeated draws (a metric's floor draws the same density 20 times, each time resolution^D log-densities).
     Keyed by the mixture's identity: the dataclass is frozen and its tensors are not modified in place."""
     h = (hi - lo) / resolution
     centres = lo + h * (torch.arange(resolution, dtype=torch.float64) + 0.5)

@@ -7,6 +7,8 @@ alarm could interrupt it. The checks below bound it to about a second.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -73,9 +75,6 @@ def test_in_process_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_worker_stopped_from_outside_is_reaped_and_replaced() -> None:
     """Jupyter stops a kernel by signalling its children until none is left: a dead worker must not stay a zombie
     (that kept every notebook's shutdown waiting ~2.3 s, then the kernel was killed without its exit handlers)."""
-    import os
-    import signal
-
     assert check("cfg_s", "s*eps_c + (1 - s)*eps_u").ok
     pid = worker.client().pid
     os.kill(pid, signal.SIGTERM)  # what ipykernel sends at shutdown
